@@ -1,0 +1,1 @@
+"""kipu-agent: link probing and availability for a rural site."""

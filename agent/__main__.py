@@ -1,0 +1,99 @@
+"""kipu-agent command line (flags follow Prometheus exporters)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from agent.config import AgentConfig, listen_problem, load_config
+from agent.probes.icmp import IcmpPermissionError
+from agent.schema import ConfigError, json_schema
+from agent.state import StateError
+from agent.version import __version__
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kipu-agent",
+        description="Probe a rural site's link, keep its availability, serve /metrics.",
+    )
+    p.add_argument(
+        "--config.file", dest="config_file", metavar="PATH", help="configuration file (YAML)"
+    )
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        metavar="HOST:PORT",
+        help="overrides `listen` of the configuration",
+    )
+    p.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=LOG_LEVELS,
+        help="log level (default info)",
+    )
+    p.add_argument(
+        "--check-config", action="store_true", help="validate the configuration and exit"
+    )
+    p.add_argument(
+        "--print-config-schema",
+        action="store_true",
+        help="print the configuration's JSON schema and exit",
+    )
+    p.add_argument("--version", action="version", version=f"kipu-agent {__version__}")
+    return p
+
+
+def config_schema() -> str:
+    return json.dumps(json_schema(AgentConfig, "kipu-agent configuration"), indent=2) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.print_config_schema:
+        sys.stdout.write(config_schema())
+        return 0
+    if not args.config_file:
+        parser().error("--config.file is required")
+    logging.basicConfig(
+        level=args.log_level.upper().replace("WARN", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(args.config_file)
+    except ConfigError as err:
+        print(f"kipu-agent: invalid configuration:\n{err}", file=sys.stderr)
+        return 1
+    if args.listen is not None and (why := listen_problem(args.listen)):
+        print(f"kipu-agent: --web.listen-address: {why}", file=sys.stderr)
+        return 1
+    if args.check_config:
+        print(
+            f"{args.config_file}: OK, site {config.site_id}, {len(config.probes.targets)} targets"
+        )
+        return 0
+
+    # aiohttp is not needed for the checks above: import it only to serve.
+    from agent.app import Agent, serve  # noqa: PLC0415
+
+    agent = Agent(config, args.config_file)
+    try:
+        asyncio.run(serve(agent, args.listen or config.listen))
+    except (IcmpPermissionError, StateError, OSError) as err:
+        print(f"kipu-agent: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

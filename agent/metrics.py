@@ -1,0 +1,135 @@
+"""The agent's metrics: the only module that touches prometheus-client.
+
+`AgentCollector.collect()` builds every family from the agent's current state at
+each scrape, so the series of a removed target disappear with it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+
+from agent.probes.stats import RTT_BUCKETS
+from agent.version import __version__
+
+if TYPE_CHECKING:
+    from agent.app import Agent
+
+TARGET_LABELS = ["target", "role"]
+Registry = CollectorRegistry
+
+
+class AgentCollector:
+    """Exposes an Agent's probes, link and host state."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def describe(self) -> list[Metric]:
+        return []  # the families depend on the configuration: no fixed description
+
+    def collect(self) -> Iterator[Metric]:
+        agent = self.agent
+        build = GaugeMetricFamily(
+            "kipu_agent_build_info", "kipu-agent version.", labels=["version"]
+        )
+        build.add_metric([__version__], 1)
+        yield build
+        yield from self._probe_families()
+        yield from self._link_families()
+
+        boot = agent.boot_time()
+        if boot is not None:
+            yield GaugeMetricFamily(
+                "kipu_host_boot_time_seconds", "When the host booted (kernel btime).", value=boot
+            )
+
+    def _probe_families(self) -> Iterator[Metric]:
+        rtt = HistogramMetricFamily(
+            "kipu_probe_rtt_seconds", "ICMP echo round-trip time.", labels=TARGET_LABELS
+        )
+        sent = CounterMetricFamily(
+            "kipu_probe_packets_sent", "ICMP echo requests sent.", labels=TARGET_LABELS
+        )
+        received = CounterMetricFamily(
+            "kipu_probe_packets_received", "ICMP echo replies received.", labels=TARGET_LABELS
+        )
+        jitter = GaugeMetricFamily(
+            "kipu_probe_jitter_seconds",
+            "Smoothed RTT variation (RFC 3550 interarrival jitter).",
+            labels=TARGET_LABELS,
+        )
+        success = GaugeMetricFamily(
+            "kipu_probe_success", "Whether the last probe got a reply.", labels=TARGET_LABELS
+        )
+        for runtime in self.agent.prober.targets.values():
+            labels = [runtime.target.name, runtime.target.role]
+            snap = runtime.stats.snapshot()
+            cumulative, buckets = 0, []
+            for bound, count in zip((*RTT_BUCKETS, float("inf")), snap.bucket_counts, strict=True):
+                cumulative += count
+                buckets.append((_le(bound), cumulative))
+            rtt.add_metric(labels, buckets, snap.rtt_sum)
+            sent.add_metric(labels, snap.sent)
+            received.add_metric(labels, snap.received)
+            jitter.add_metric(labels, snap.jitter)
+            if snap.success is not None:
+                success.add_metric(labels, 1 if snap.success else 0)
+        yield from (rtt, sent, received, jitter, success)
+
+    def _link_families(self) -> Iterator[Metric]:
+        link = self.agent.link
+        link.advance(time.monotonic())
+        counters = link.counters
+        if link.up is not None:
+            yield GaugeMetricFamily(
+                "kipu_link_up", "Whether the link is up (link.up_when holds).", value=int(link.up)
+            )
+        yield CounterMetricFamily(
+            "kipu_link_up_seconds", "Seconds the link was up.", value=counters.up_seconds
+        )
+        yield CounterMetricFamily(
+            "kipu_link_down_seconds", "Seconds the link was down.", value=counters.down_seconds
+        )
+        yield CounterMetricFamily(
+            "kipu_link_outages", "Transitions of the link from up to down.", value=counters.outages
+        )
+        if counters.last_change is not None:
+            yield GaugeMetricFamily(
+                "kipu_link_last_change_timestamp_seconds",
+                "When the link last changed state.",
+                value=counters.last_change,
+            )
+        yield CounterMetricFamily(
+            "kipu_agent_offline_seconds",
+            "Seconds the agent was not running (power cuts, most often).",
+            value=counters.offline_seconds,
+        )
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+def make_registry(agent: Agent) -> CollectorRegistry:
+    """A registry with the agent's families and the process's own (CPU, memory)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AgentCollector(agent))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """Encode the registry as Prometheus text or OpenMetrics, by the Accept header."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type

@@ -1,0 +1,1 @@
+"""Probes: async functions that measure something and return frozen results."""

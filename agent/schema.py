@@ -1,0 +1,494 @@
+"""Typed YAML configuration: frozen dataclasses built from YAML nodes, with line marks.
+
+Both halves of kipu describe their configuration as frozen dataclasses. This module
+turns a YAML document into those dataclasses, reporting *every* problem at once as
+``FILE:LINE: dotted.key: message``, and derives a JSON schema from the same type hints
+so editors can check a file before the agent does.
+
+We do not use pydantic here: the agent runs on small boxes and pydantic alone costs
+about 5-10 MB of resident memory, which the 40 MB budget of the agent cannot afford.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a configuration file."""
+
+    file: str
+    line: int
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.key or '(top)'}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A configuration file could not be loaded; `problems` lists every reason."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+# --- value kinds --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Unit:
+    kind: Literal["duration", "size"]
+
+
+Duration = Annotated[float, _Unit("duration")]
+"""Seconds, written in the file as ``500ms``, ``15s``, ``5m``, ``1h30m``."""
+
+Size = Annotated[int, _Unit("size")]
+"""Bytes, written in the file as ``64MiB``, ``4GiB``, ``512KiB``, ``100MB``."""
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_SIZE_UNITS = {
+    "B": 1,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "TiB": 1024**4,
+    "kB": 1000,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+}
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB)$")
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+SIZE_PATTERN = r"^[0-9]+(\.[0-9]+)?\s*(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB)$"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``1m30s``; ValueError when it is not one."""
+    if not _DURATION_RE.match(text):
+        raise ValueError(f"{text!r} is not a duration (write e.g. 500ms, 15s, 5m, 1h)")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as ``256MiB``; ValueError when it is not one."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a size (write e.g. 64MiB, 4GiB, 512KiB)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest duration text that parses back to `seconds` (to the millisecond)."""
+    ms = round(seconds * 1000)
+    if ms % 1000:
+        return f"{ms}ms"
+    s = ms // 1000
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s and s % size == 0:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+# --- field declarations -------------------------------------------------------------
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    doc: str,
+    pattern: str | None = None,
+    minimum: float | None = None,
+    exclusive_minimum: float | None = None,
+    maximum: float | None = None,
+    unique: str | None = None,
+    check: Callable[[Any], str | None] | None = None,
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    """Declare a configuration field with its documentation and constraints.
+
+    `unique` names a field of the list's items that must not repeat (e.g. ``"name"``);
+    `check` returns why a well-typed value is still wrong, or None.
+    """
+    metadata = {
+        "doc": doc,
+        "pattern": pattern,
+        "minimum": minimum,
+        "exclusive_minimum": exclusive_minimum,
+        "maximum": maximum,
+        "unique": unique,
+        "check": check,
+    }
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class Validated:
+    """Mixin for models with rules across fields.
+
+    `problems()` yields ``(field_name, message)``; the loader reports each at the line
+    of that field (or of the mapping when the field is absent).
+    """
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        return iter(())
+
+
+# --- the loader ---------------------------------------------------------------------
+
+
+def load_file(model: type[T], path: str | Path) -> T:
+    """Load and validate a YAML file into `model`; ConfigError lists every problem."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError([Problem(name, 0, "", f"cannot read the file: {err}")]) from err
+    return load_text(model, text, name)
+
+
+def load_text(model: type[T], text: str, name: str = "<config>") -> T:
+    """Load and validate YAML `text` into `model`; `name` is the file named in errors."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark else 0
+        reason = f"{err.problem or err}" + (f" ({err.context})" if err.context else "")
+        raise ConfigError([Problem(name, line, "", f"not valid YAML: {reason}")]) from err
+    except yaml.YAMLError as err:
+        raise ConfigError([Problem(name, 0, "", f"not valid YAML: {err}")]) from err
+    if node is None:
+        raise ConfigError([Problem(name, 1, "", "the file is empty")])
+    builder = _Builder(name)
+    value = builder.build(model, node, "")
+    if builder.problems:
+        raise ConfigError(builder.problems)
+    return typing.cast(T, value)
+
+
+_CONSTRUCTOR = yaml.SafeLoader("")
+
+
+class _InvalidError(Exception):
+    """Raised inside the builder after the problem has been recorded."""
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _join(key: str, part: str | int) -> str:
+    return f"{key}.{part}" if key else str(part)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(model: type) -> dict[str, Any]:
+    if model not in _HINTS:
+        _HINTS[model] = typing.get_type_hints(model, include_extras=True)
+    return _HINTS[model]
+
+
+class _Builder:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.problems: list[Problem] = []
+
+    def fail(self, node: yaml.Node, key: str, message: str) -> _InvalidError:
+        self.problems.append(Problem(self.name, _line(node), key, message))
+        return _InvalidError()
+
+    def build(self, hint: Any, node: yaml.Node, key: str, meta: Any = None) -> Any:
+        meta = meta or {}
+        try:
+            value = self._build(hint, node, key, meta)
+        except _InvalidError:
+            return None
+        if value is not None and meta.get("check") and (why := meta["check"](value)):
+            self.fail(node, key, why)
+            return None
+        return value
+
+    def _build(self, hint: Any, node: yaml.Node, key: str, meta: Any) -> Any:
+        origin = get_origin(hint)
+        if origin is Annotated:
+            base, *extras = get_args(hint)
+            unit = next((e for e in extras if isinstance(e, _Unit)), None)
+            if unit is None:
+                return self._build(base, node, key, meta)
+            text = self._scalar_text(node, key, f"a {unit.kind}")
+            parse = parse_duration if unit.kind == "duration" else parse_size
+            try:
+                value: Any = parse(text)
+            except ValueError as err:
+                raise self.fail(node, key, str(err)) from None
+            return self._check_range(value, node, key, meta, text)
+        if origin in (Union, types.UnionType):
+            return self._build_union(get_args(hint), node, key, meta)
+        if origin is Literal:
+            choices = get_args(hint)
+            text = self._scalar_text(node, key, "one of " + ", ".join(map(str, choices)))
+            if text not in choices:
+                allowed = ", ".join(str(c) for c in choices)
+                raise self.fail(node, key, f"{text!r} is not one of: {allowed}")
+            return text
+        if origin in (list, tuple):
+            item_hint = get_args(hint)[0]
+            if not isinstance(node, yaml.SequenceNode):
+                raise self.fail(node, key, "expected a list")
+            items = [self.build(item_hint, v, _join(key, i)) for i, v in enumerate(node.value)]
+            self._check_unique(node, key, meta)
+            return tuple(items)
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            return self._build_model(hint, node, key)
+        if hint is str:
+            text = self._scalar_text(node, key, "a string")
+            if meta.get("pattern") and not re.fullmatch(meta["pattern"], text):
+                raise self.fail(node, key, f"{text!r} does not match {meta['pattern']}")
+            return text
+        if hint is Path:
+            return Path(self._scalar_text(node, key, "a path"))
+        if hint is bool:
+            value = self._scalar_value(node, key)
+            if not isinstance(value, bool):
+                raise self.fail(node, key, f"expected true or false, got {node.value!r}")
+            return value
+        if hint in (int, float):
+            value = self._scalar_value(node, key)
+            ok = isinstance(value, int) or (hint is float and isinstance(value, float))
+            if isinstance(value, bool) or not ok or not math.isfinite(value):
+                kind = "an integer" if hint is int else "a number"
+                raise self.fail(node, key, f"expected {kind}, got {node.value!r}")
+            return self._check_range(hint(value), node, key, meta, node.value)
+        raise TypeError(f"unsupported configuration type {hint!r}")  # a bug in a model
+
+    def _build_union(self, options: tuple[Any, ...], node: yaml.Node, key: str, meta: Any) -> Any:
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            if type(None) in options:
+                return None
+            raise self.fail(node, key, "a value is required here")
+        wanted = _node_kind(node)
+        candidates = [o for o in options if o is not type(None) and _hint_kind(o) == wanted]
+        if len(candidates) == 1:
+            return self._build(candidates[0], node, key, meta)
+        expected = " or ".join(_describe(o) for o in options if o is not type(None))
+        raise self.fail(node, key, f"expected {expected}")
+
+    def _build_model(self, model: type, node: yaml.Node, key: str) -> Any:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, key, "expected a mapping of keys to values")
+        fields = {f.name: f for f in dataclasses.fields(model)}
+        hints = _hints(model)
+        values: dict[str, Any] = {}
+        nodes: dict[str, yaml.Node] = {}
+        failed = False
+        for key_node, value_node in node.value:
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if name is None or name not in fields:
+                known = ", ".join(fields)
+                self.fail(key_node, _join(key, str(name)), f"unknown key (known keys: {known})")
+                failed = True
+                continue
+            if name in nodes:
+                self.fail(key_node, _join(key, name), "duplicate key")
+                failed = True
+                continue
+            nodes[name] = value_node
+            value = self.build(hints[name], value_node, _join(key, name), fields[name].metadata)
+            if value is None and not _allows_none(hints[name]):
+                failed = True
+            values[name] = value
+        for name, f in fields.items():
+            if (
+                name not in nodes
+                and f.default is dataclasses.MISSING
+                and (f.default_factory is dataclasses.MISSING)
+            ):
+                self.fail(node, _join(key, name), "required key is missing")
+                failed = True
+        if failed:
+            raise _InvalidError()
+        try:
+            instance = model(**values)
+        except (TypeError, ValueError) as err:
+            raise self.fail(node, key, str(err)) from None
+        if isinstance(instance, Validated):
+            for name, message in instance.problems():
+                self.fail(nodes.get(name, node), _join(key, name), message)
+        return instance
+
+    def _scalar_text(self, node: yaml.Node, key: str, expected: str) -> str:
+        if not isinstance(node, yaml.ScalarNode) or node.tag == "tag:yaml.org,2002:null":
+            raise self.fail(node, key, f"expected {expected}")
+        return str(node.value)
+
+    def _scalar_value(self, node: yaml.Node, key: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, key, "expected a single value")
+        return _CONSTRUCTOR.construct_object(node)
+
+    def _check_range(self, value: Any, node: yaml.Node, key: str, meta: Any, text: str) -> Any:
+        lo, lo_x, hi = meta.get("minimum"), meta.get("exclusive_minimum"), meta.get("maximum")
+        if lo is not None and value < lo:
+            raise self.fail(node, key, f"{text} is below the minimum {lo}")
+        if lo_x is not None and value <= lo_x:
+            raise self.fail(node, key, f"{text} must be greater than {lo_x}")
+        if hi is not None and value > hi:
+            raise self.fail(node, key, f"{text} is above the maximum {hi}")
+        return value
+
+    def _check_unique(self, node: yaml.SequenceNode, key: str, meta: Any) -> None:
+        # Read the names from the YAML itself, so a repeat is reported even when the
+        # items fail for other reasons.
+        field_name = meta.get("unique")
+        if not field_name:
+            return
+        seen: set[str] = set()
+        for i, item in enumerate(node.value):
+            if not isinstance(item, yaml.MappingNode):
+                continue
+            for key_node, value_node in item.value:
+                if key_node.value == field_name and isinstance(value_node, yaml.ScalarNode):
+                    if value_node.value in seen:
+                        path = _join(_join(key, i), field_name)
+                        self.fail(value_node, path, f"{value_node.value!r} repeats")
+                    seen.add(value_node.value)
+
+
+def _allows_none(hint: Any) -> bool:
+    return get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint)
+
+
+def _node_kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "list"
+    return "scalar"
+
+
+def _hint_kind(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin in (list, tuple):
+        return "list"
+    if dataclasses.is_dataclass(hint):
+        return "mapping"
+    return "scalar"
+
+
+def _describe(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(str(c) for c in get_args(hint))
+    if origin in (list, tuple):
+        return "a list"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    if origin is Annotated:
+        unit = next((e for e in get_args(hint)[1:] if isinstance(e, _Unit)), None)
+        return f"a {unit.kind}" if unit else _describe(get_args(hint)[0])
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        hint, "a value"
+    )
+
+
+# --- JSON schema --------------------------------------------------------------------
+
+
+def json_schema(model: type, title: str) -> dict[str, Any]:
+    """A JSON schema (draft 2020-12) of `model`, for editors that check YAML."""
+    definitions: dict[str, Any] = {}
+    root = _schema_of(model, {}, definitions)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": title,
+        **root,
+        "$defs": definitions,
+    }
+
+
+def _schema_of(hint: Any, meta: Any, definitions: dict[str, Any]) -> dict[str, Any]:
+    origin = get_origin(hint)
+    schema: dict[str, Any]
+    if origin is Annotated:
+        base, *extras = get_args(hint)
+        unit = next((e for e in extras if isinstance(e, _Unit)), None)
+        if unit is None:
+            return _schema_of(base, meta, definitions)
+        pattern = DURATION_PATTERN if unit.kind == "duration" else SIZE_PATTERN
+        schema = {"type": "string", "pattern": pattern}
+    elif origin in (Union, types.UnionType):
+        options = [o for o in get_args(hint) if o is not type(None)]
+        schema = {"anyOf": [_schema_of(o, {}, definitions) for o in options]}
+        if len(options) < len(get_args(hint)):
+            schema["anyOf"].append({"type": "null"})
+    elif origin is Literal:
+        schema = {"enum": list(get_args(hint))}
+    elif origin in (list, tuple):
+        schema = {"type": "array", "items": _schema_of(get_args(hint)[0], {}, definitions)}
+    elif dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        name = hint.__name__
+        if name not in definitions:
+            definitions[name] = {}  # placeholder: models may refer to themselves
+            hints = _hints(hint)
+            properties = {
+                f.name: _schema_of(hints[f.name], f.metadata, definitions)
+                for f in dataclasses.fields(hint)
+            }
+            required = [
+                f.name
+                for f in dataclasses.fields(hint)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            ]
+            definitions[name] = {
+                "type": "object",
+                "description": (hint.__doc__ or "").strip().splitlines()[0],
+                "properties": properties,
+                "additionalProperties": False,
+                **({"required": required} if required else {}),
+            }
+        schema = {"$ref": f"#/$defs/{name}"}
+    elif hint is str or hint is Path:
+        schema = {"type": "string"}
+    elif hint is bool:
+        schema = {"type": "boolean"}
+    elif hint is int:
+        schema = {"type": "integer"}
+    elif hint is float:
+        schema = {"type": "number"}
+    else:
+        raise TypeError(f"unsupported configuration type {hint!r}")
+    if meta.get("doc"):
+        schema["description"] = meta["doc"]
+    if meta.get("pattern"):
+        schema["pattern"] = meta["pattern"]
+    if origin is not Annotated:
+        for ours, theirs in (
+            ("minimum", "minimum"),
+            ("exclusive_minimum", "exclusiveMinimum"),
+            ("maximum", "maximum"),
+        ):
+            if meta.get(ours) is not None:
+                schema[theirs] = meta[ours]
+    return schema

@@ -1,0 +1,1 @@
+"""kipu-collector: the NOC side of kipu."""
