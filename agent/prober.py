@@ -29,6 +29,8 @@ class TargetRuntime:
     resolve_error: str | None = None
     next_resolve: float = 0.0  # loop time
     resolving: asyncio.Future[None] | None = None
+    sent: int = 0  # probes started
+    judged: int = 0  # the newest probe whose result set the target's state
 
     def __post_init__(self) -> None:
         if is_ip_address(self.target.address):
@@ -86,6 +88,8 @@ class Prober:
             group.create_task(self._probe(runtime))
 
     async def _probe(self, runtime: TargetRuntime) -> None:
+        runtime.sent += 1
+        number = runtime.sent
         try:
             address = await self._address(runtime)
             if address is None:
@@ -95,13 +99,22 @@ class Prober:
         except Exception:  # one bad probe must not stop the others
             log.exception("probe of %s failed", runtime.target.name)
             result = IcmpResult(runtime.target.address, False, error="internal error")
-        self.record(runtime, result)
+        self.record(runtime, result, number)
 
-    def record(self, runtime: TargetRuntime, result: IcmpResult) -> None:
-        """Count a result and update the link; ignores targets removed meanwhile."""
+    def record(self, runtime: TargetRuntime, result: IcmpResult, number: int) -> None:
+        """Count result `number` of a target and update the link.
+
+        Results complete out of order when timeout > interval: a probe lost just before
+        an outage ended times out after newer probes succeeded. Only a result newer than
+        the last one judged may set the target's state, or the link would flap.
+        """
         if self.targets.get(runtime.target.name) is not runtime:
+            return  # removed by a reload meanwhile
+        latest = number > runtime.judged
+        runtime.stats.record(result.rtt, latest=latest)
+        if not latest:
             return
-        runtime.stats.record(result.rtt)
+        runtime.judged = number
         changed = self.link.observe(
             runtime.target.name, result.success, time.monotonic(), time.time()
         )

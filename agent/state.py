@@ -15,6 +15,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -114,6 +115,9 @@ class StateStore:
         self.state_dir = state_dir
         self.path = state_dir / STATE_FILE
         self._lock: IO[bytes] | None = None
+        # The heartbeat saves from a worker thread; a stop may save at the same time.
+        self._saving = threading.Lock()
+        self._saved_heartbeat = 0.0
 
     def open(self) -> None:
         """Create the folder if needed and take its lock; StateError if impossible."""
@@ -159,7 +163,16 @@ class StateStore:
             return None
 
     def save(self, state: SavedState) -> None:
-        """Replace the state file atomically and durably."""
+        """Replace the state file atomically and durably (thread-safe)."""
+        with self._saving:
+            # A heartbeat save still running in its thread after a stop's final save
+            # must not put older counters back.
+            if state.heartbeat is not None and state.heartbeat < self._saved_heartbeat:
+                return
+            self._save(state)
+            self._saved_heartbeat = state.heartbeat or 0.0
+
+    def _save(self, state: SavedState) -> None:
         tmp = self.path.with_name(f".{STATE_FILE}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:

@@ -43,13 +43,13 @@ def parse(text: str) -> Scrape:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, step: float = 0.02
+    check: Callable[[], Awaitable[bool]], within: float = 10.0, step: float = 0.02
 ) -> None:
     """Poll `check` until it holds; fail with a clear message at the deadline."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {check}")
+            raise AssertionError(f"condition not met within {within}s: {check}")
         await asyncio.sleep(step)
 
 

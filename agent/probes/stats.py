@@ -40,10 +40,15 @@ class TargetStats:
     success: bool | None = None
     _last_rtt: float | None = None
 
-    def record(self, rtt: float | None) -> None:
-        """Count one probe: `rtt` in seconds, or None when it was lost."""
+    def record(self, rtt: float | None, latest: bool = True) -> None:
+        """Count one probe: `rtt` in seconds, or None when it was lost.
+
+        `latest` is False for a result that completed after a newer probe's: it counts,
+        but does not set the last probe's success.
+        """
         self.sent += 1
-        self.success = rtt is not None
+        if latest:
+            self.success = rtt is not None
         if rtt is None:
             return
         self.received += 1

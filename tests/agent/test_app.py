@@ -5,13 +5,13 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from agent.app import Agent, make_app
 from agent.config import load_config
 from tests.metrics_util import Scrape, eventually, parse
-
-AiohttpClient = object  # the pytest-aiohttp fixture's type is not public
 
 
 def write_config(path: Path, state_dir: Path, targets: str) -> Path:
@@ -39,21 +39,26 @@ TWO = """\
 """
 
 
-async def start(aiohttp_client, tmp_path: Path, targets: str = TWO):  # type: ignore[no-untyped-def]
+Client = TestClient[web.Request, web.Application]
+
+
+async def start(
+    aiohttp_client: AiohttpClient, tmp_path: Path, targets: str = TWO
+) -> tuple[Agent, Client, Path]:
     path = write_config(tmp_path / "agent.yaml", tmp_path / "state", targets)
     agent = Agent(load_config(path), path)
-    client: TestClient = await aiohttp_client(make_app(agent))  # type: ignore[type-arg]
+    client = await aiohttp_client(make_app(agent))
     return agent, client, path
 
 
-async def scrape(client: TestClient, accept: str | None = None) -> Scrape:  # type: ignore[type-arg]
+async def scrape(client: Client, accept: str | None = None) -> Scrape:
     headers = {"Accept": accept} if accept else {}
     response = await client.get("/metrics", headers=headers)
     assert response.status == 200
     return parse(await response.text())
 
 
-async def test_metrics_follow_the_contract(aiohttp_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_metrics_follow_the_contract(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
     _, client, _ = await start(aiohttp_client, tmp_path)
 
     async def probed() -> bool:
@@ -82,7 +87,9 @@ async def test_metrics_follow_the_contract(aiohttp_client, tmp_path: Path) -> No
     assert s.value("kipu_agent_offline_seconds_total") == 0
 
 
-async def test_openmetrics_by_content_negotiation(aiohttp_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_openmetrics_by_content_negotiation(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
     _, client, _ = await start(aiohttp_client, tmp_path)
     response = await client.get(
         "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
@@ -93,7 +100,7 @@ async def test_openmetrics_by_content_negotiation(aiohttp_client, tmp_path: Path
     assert plain.headers["Content-Type"].startswith("text/plain; version=0.0.4")
 
 
-async def test_healthz(aiohttp_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_healthz(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
     _, client, _ = await start(aiohttp_client, tmp_path)
     response = await client.get("/healthz")
     assert response.status == 200
@@ -102,7 +109,9 @@ async def test_healthz(aiohttp_client, tmp_path: Path) -> None:  # type: ignore[
     assert body["site_id"] == "test-0001"
 
 
-async def test_reload_replaces_targets_and_their_series(aiohttp_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_reload_replaces_targets_and_their_series(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
     agent, client, path = await start(aiohttp_client, tmp_path)
     await eventually(lambda: _has_target(client, "gw"))
     write_config(path, tmp_path / "state", "- {name: lo2, address: 127.0.0.2, role: pop}\n")
@@ -114,10 +123,14 @@ async def test_reload_replaces_targets_and_their_series(aiohttp_client, tmp_path
     assert agent.config.probes.targets[0].name == "lo2"
 
 
-async def test_bad_reload_is_refused_and_old_config_keeps_running(aiohttp_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_reload_is_refused_and_old_config_keeps_running(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
     agent, client, path = await start(aiohttp_client, tmp_path)
     await eventually(lambda: _has_target(client, "gw"))
-    before = (await scrape(client)).value("kipu_probe_packets_sent_total", target="gw", role="gateway")
+    before = (await scrape(client)).value(
+        "kipu_probe_packets_sent_total", target="gw", role="gateway"
+    )
     path.write_text(path.read_text() + "colour: red\n")
     response = await client.post("/-/reload")
     assert response.status == 400
@@ -132,9 +145,10 @@ async def test_bad_reload_is_refused_and_old_config_keeps_running(aiohttp_client
     await eventually(still_probing)
 
 
-async def _has_target(client: TestClient, name: str) -> bool:  # type: ignore[type-arg]
+async def _has_target(client: Client, name: str) -> bool:
     s = await scrape(client)
     return name in s.label_values("kipu_probe_packets_received_total", "target") and any(
-        v > 0 for (n, labels), v in s.samples.items()
+        v > 0
+        for (n, labels), v in s.samples.items()
         if n == "kipu_probe_packets_received_total" and ("target", name) in labels
     )

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agent.__main__ import config_schema
 from agent.config import AgentConfig, load_config, split_host_port
@@ -103,63 +104,168 @@ def test_models_are_frozen(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "line", "key", "message"),
     [
-        ("site_id: Jun 1\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n",
-         1, "site_id", "does not match"),
-        ("site_id: a\ncolour: red\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n",
-         2, "colour", "unknown key"),
-        ("site_id: a\nprobes:\n  interval: 1 second\n  targets: [{name: g, address: 10.0.0.1}]\n",
-         3, "probes.interval", "not a duration"),
-        ("site_id: a\nprobes:\n  timeout: 5\n  targets: [{name: g, address: 10.0.0.1}]\n",
-         3, "probes.timeout", "not a duration"),
-        ("site_id: a\nprobes:\n  interval: 0ms\n  targets: [{name: g, address: 10.0.0.1}]\n",
-         3, "probes.interval", "below the minimum"),
-        ("site_id: a\nprobes:\n  targets:\n    - {name: g, address: 10.0.0.1}\n"
-         "    - {name: h, address: 'no such thing!'}\n",
-         5, "probes.targets.1.address", "neither an IP address nor a host name"),
-        ("site_id: a\nprobes:\n  targets:\n    - {name: g, address: 10.0.0.1, role: gw}\n",
-         4, "probes.targets.0.role", "not one of"),
-        ("site_id: a\nprobes:\n  targets:\n    - {name: g, address: 10.0.0.1}\n"
-         "    - {name: g, address: 10.0.0.2}\n",
-         5, "probes.targets.1.name", "repeats"),
-        ("site_id: a\nprobes:\n  targets:\n    - {address: 10.0.0.1}\n",
-         4, "probes.targets.0.name", "required key is missing"),
-        ("probes: {targets: [{name: g, address: 10.0.0.1}]}\n",
-         1, "site_id", "required key is missing"),
+        (
+            "site_id: Jun 1\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n",
+            1,
+            "site_id",
+            "does not match",
+        ),
+        (
+            "site_id: a\ncolour: red\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n",
+            2,
+            "colour",
+            "unknown key",
+        ),
+        (
+            "site_id: a\nprobes:\n  interval: 1 second\n"
+            "  targets: [{name: g, address: 10.0.0.1}]\n",
+            3,
+            "probes.interval",
+            "not a duration",
+        ),
+        (
+            "site_id: a\nprobes:\n  timeout: 5\n  targets: [{name: g, address: 10.0.0.1}]\n",
+            3,
+            "probes.timeout",
+            "not a duration",
+        ),
+        (
+            "site_id: a\nprobes:\n  interval: 0ms\n  targets: [{name: g, address: 10.0.0.1}]\n",
+            3,
+            "probes.interval",
+            "below the minimum",
+        ),
+        (
+            "site_id: a\nprobes:\n  targets:\n    - {name: g, address: 10.0.0.1}\n"
+            "    - {name: h, address: 'no such thing!'}\n",
+            5,
+            "probes.targets.1.address",
+            "neither an IP address nor a host name",
+        ),
+        (
+            "site_id: a\nprobes:\n  targets:\n    - {name: g, address: 10.0.0.1, role: gw}\n",
+            4,
+            "probes.targets.0.role",
+            "not one of",
+        ),
+        (
+            "site_id: a\nprobes:\n  targets:\n    - {name: g, address: 10.0.0.1}\n"
+            "    - {name: g, address: 10.0.0.2}\n",
+            5,
+            "probes.targets.1.name",
+            "repeats",
+        ),
+        (
+            "site_id: a\nprobes:\n  targets:\n    - {address: 10.0.0.1}\n",
+            4,
+            "probes.targets.0.name",
+            "required key is missing",
+        ),
+        (
+            "probes: {targets: [{name: g, address: 10.0.0.1}]}\n",
+            1,
+            "site_id",
+            "required key is missing",
+        ),
         ("site_id: a\n", 1, "probes", "at least one target"),
-        ("site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\nlink:\n"
-         "  up_when: [pop]\n", 4, "link", "no target has that role"),
-        ("site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\nlink:\n"
-         "  up_when: sometimes\n", 4, "link.up_when", "not one of: any, all"),
-        ("site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\nlink:\n"
-         "  up_when: []\n", 4, "link.up_when", "can never hold"),
-        ("site_id: a\nlisten: 9108\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n",
-         2, "listen", "HOST:PORT"),
-        ("site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\nheartbeat_interval: x\n",
-         3, "heartbeat_interval", "not a duration"),
-        ("site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
-         "push:\n  url: ftp://noc\n", 4, "push.url", "not an http"),
-        ("site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
-         "push:\n  url: https://noc\n  max_spool: lots\n", 5, "push.max_spool", "not a size"),
-        ("site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
-         "snmp:\n  - {name: r, address: 10.0.0.1, port: 0, community: c}\n",
-         4, "snmp.0.port", "below the minimum"),
-        ("site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
-         "snmp:\n  - {name: r, address: 10.0.0.1}\n", 4, "snmp.0.community", "set community"),
-        ("site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
-         "snmp:\n  - name: r\n    address: 10.0.0.1\n    v3:\n      user: u\n"
-         "      auth_protocol: SHA\n      auth_key: short\n", 9, "snmp.0.v3.auth_key", "8"),
-        ("site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
-         "snmp:\n  - {name: r, address: 10.0.0.1, community: c, profile: cisco}\n",
-         4, "snmp.0.profile", "unknown profile"),
-        ("site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
-         "wifi:\n  - {source: iw}\n", 4, "wifi.0.interface", "needs an interface"),
-        ("site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
-         "snmp:\n  - {name: r, address: 10.0.0.1, community: c, retries: yes}\n",
-         4, "snmp.0.retries", "expected an integer"),
+        (
+            "site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\nlink:\n"
+            "  up_when: [pop]\n",
+            4,
+            "link",
+            "no target has that role",
+        ),
+        (
+            "site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\nlink:\n"
+            "  up_when: sometimes\n",
+            4,
+            "link.up_when",
+            "not one of: any, all",
+        ),
+        (
+            "site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\nlink:\n  up_when: []\n",
+            4,
+            "link.up_when",
+            "can never hold",
+        ),
+        (
+            "site_id: a\nlisten: 9108\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n",
+            2,
+            "listen",
+            "HOST:PORT",
+        ),
+        (
+            "site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
+            "heartbeat_interval: x\n",
+            3,
+            "heartbeat_interval",
+            "not a duration",
+        ),
+        (
+            "site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
+            "push:\n  url: ftp://noc\n",
+            4,
+            "push.url",
+            "not an http",
+        ),
+        (
+            "site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
+            "push:\n  url: https://noc\n  max_spool: lots\n",
+            5,
+            "push.max_spool",
+            "not a size",
+        ),
+        (
+            "site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
+            "snmp:\n  - {name: r, address: 10.0.0.1, port: 0, community: c}\n",
+            4,
+            "snmp.0.port",
+            "below the minimum",
+        ),
+        (
+            "site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
+            "snmp:\n  - {name: r, address: 10.0.0.1}\n",
+            4,
+            "snmp.0.community",
+            "set community",
+        ),
+        (
+            "site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
+            "snmp:\n  - name: r\n    address: 10.0.0.1\n    v3:\n      user: u\n"
+            "      auth_protocol: SHA\n      auth_key: short\n",
+            9,
+            "snmp.0.v3.auth_key",
+            "8",
+        ),
+        (
+            "site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
+            "snmp:\n  - {name: r, address: 10.0.0.1, community: c, profile: cisco}\n",
+            4,
+            "snmp.0.profile",
+            "unknown profile",
+        ),
+        (
+            "site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
+            "wifi:\n  - {source: iw}\n",
+            4,
+            "wifi.0.interface",
+            "needs an interface",
+        ),
+        (
+            "site_id: a\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n"
+            "snmp:\n  - {name: r, address: 10.0.0.1, community: c, retries: yes}\n",
+            4,
+            "snmp.0.retries",
+            "expected an integer",
+        ),
         ("site_id: a\nprobes:\n  targets: {name: g}\n", 3, "probes.targets", "expected a list"),
         ("site_id: a\nprobes: [1, 2]\n", 2, "probes", "expected a mapping"),
-        ("site_id: a\nsite_id: b\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n",
-         2, "site_id", "duplicate key"),
+        (
+            "site_id: a\nsite_id: b\nprobes: {targets: [{name: g, address: 10.0.0.1}]}\n",
+            2,
+            "site_id",
+            "duplicate key",
+        ),
     ],
 )
 def test_each_kind_of_error_names_file_line_and_key(
@@ -232,16 +338,21 @@ def test_bad_durations(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("64MiB", 64 << 20), ("4GiB", 4 << 30), ("512KiB", 512 << 10), ("100MB", 10**8),
-     ("1B", 1)],
+    [("64MiB", 64 << 20), ("4GiB", 4 << 30), ("512KiB", 512 << 10), ("100MB", 10**8), ("1B", 1)],
 )
 def test_sizes(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize(("text", "host", "port"),
-                         [("127.0.0.1:9108", "127.0.0.1", 9108), ("[::1]:80", "::1", 80),
-                          (":9108", "", 9108), ("localhost:1", "localhost", 1)])
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("127.0.0.1:9108", "127.0.0.1", 9108),
+        ("[::1]:80", "::1", 80),
+        (":9108", "", 9108),
+        ("localhost:1", "localhost", 1),
+    ],
+)
 def test_listen_addresses(text: str, host: str, port: int) -> None:
     assert split_host_port(text) == (host, port)
 
@@ -257,8 +368,6 @@ def test_shipped_json_schema_matches_the_models() -> None:
 
 def test_schema_validates_contract_and_rejects_unknown_keys(tmp_path: Path) -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    import yaml
-
     schema = json.loads(config_schema())
     jsonschema.validate(yaml.safe_load(CONTRACT), schema)
     with pytest.raises(jsonschema.ValidationError):

@@ -21,7 +21,11 @@ from agent.state import (
 
 def sample() -> SavedState:
     counters = LinkCounters(
-        up_seconds=100.5, down_seconds=20.25, outages=3, last_change=1.7e9, last_state=True,
+        up_seconds=100.5,
+        down_seconds=20.25,
+        outages=3,
+        last_change=1.7e9,
+        last_state=True,
         offline_seconds=3600.0,
     )
     return SavedState(counters, heartbeat=1.7e9 + 50, boot_time=1.6e9)
@@ -33,11 +37,17 @@ def test_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"{", b"[]", b'{"format": 99}', b'{"format": 1}',
-     b'{"format": 1, "counters": {"up_seconds": -1}}',
-     b'{"format": 1, "counters": {"outages": "many"}}',
-     b'{"format": 1, "counters": {"last_state": 3}}',
-     b"\xff\xfe"],
+    [
+        b"",
+        b"{",
+        b"[]",
+        b'{"format": 99}',
+        b'{"format": 1}',
+        b'{"format": 1, "counters": {"up_seconds": -1}}',
+        b'{"format": 1, "counters": {"outages": "many"}}',
+        b'{"format": 1, "counters": {"last_state": 3}}',
+        b"\xff\xfe",
+    ],
 )
 def test_damaged_files_are_rejected(data: bytes) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the message varies by damage
@@ -95,3 +105,14 @@ def test_boot_time(tmp_path: Path) -> None:
     real = read_boot_time()
     assert real is not None
     assert real > 1e9
+
+
+def test_an_older_save_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open()
+    newer = sample()
+    older = SavedState(LinkCounters(up_seconds=1.0), heartbeat=newer.heartbeat - 5, boot_time=None)  # type: ignore[operator]
+    store.save(newer)
+    store.save(older)
+    assert store.load() == newer
+    store.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from agent.probes.stats import RTT_BUCKETS, TargetStats
@@ -11,7 +13,7 @@ def test_buckets_span_fibre_to_geo_satellite() -> None:
     assert RTT_BUCKETS[0] == 0.0005
     assert RTT_BUCKETS[-1] == 8.0
     assert list(RTT_BUCKETS) == sorted(RTT_BUCKETS)
-    ratios = [b / a for a, b in zip(RTT_BUCKETS, RTT_BUCKETS[1:], strict=False)]
+    ratios = [b / a for a, b in itertools.pairwise(RTT_BUCKETS)]
     assert all(1.9 < r < 2.1 for r in ratios)  # log-spaced
 
 
@@ -54,3 +56,12 @@ def test_constant_rtt_has_no_jitter() -> None:
     for _ in range(100):
         stats.record(0.08)
     assert stats.jitter == 0.0
+
+
+def test_a_late_result_does_not_set_last_success() -> None:
+    stats = TargetStats()
+    stats.record(0.01)
+    stats.record(None, latest=False)  # an older probe timing out after a newer reply
+    snap = stats.snapshot()
+    assert snap.success is True
+    assert (snap.sent, snap.received) == (2, 1)

@@ -1,0 +1,1 @@
+"""Test support: real-ICMP test beds built from Linux network namespaces."""
