@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 
-from agent.probes.icmp import parse_reply
+import pytest
+
+from agent.probes.icmp import SO_TIMESTAMPNS, kernel_timestamp, parse_reply, round_trip
 
 
 def icmp(kind: int, ident: int, seq: int, payload: bytes = b"x" * 8) -> bytes:
@@ -62,3 +65,23 @@ def test_other_and_truncated_packets_are_ignored() -> None:
     assert parse_reply(b"\x45\x00", 4, has_ip_header=True) is None
     assert parse_reply(ipv4(b"\x00\x00"), 4, has_ip_header=True) is None
     assert parse_reply(ipv4(icmp(3, 0, 0, payload=b"short")), 4, has_ip_header=True) is None
+
+
+def timestamp(seconds: int, nanoseconds: int) -> list[tuple[int, int, bytes]]:
+    return [(socket.SOL_SOCKET, SO_TIMESTAMPNS, struct.pack("@qq", seconds, nanoseconds))]
+
+
+def test_kernel_timestamp_is_read_from_ancillary_data() -> None:
+    assert kernel_timestamp(timestamp(1_700_000_000, 500_000_000)) == 1_700_000_000.5
+    assert kernel_timestamp([]) is None
+    assert kernel_timestamp([(socket.SOL_IP, 1, b"\x00" * 16)]) is None
+
+
+def test_round_trip_prefers_the_kernel_stamp_when_consistent() -> None:
+    sent = 1_700_000_000.0
+    stamp = timestamp(1_700_000_000, 80_100_000)  # arrived 80.1 ms after the send
+    assert round_trip(0.0803, sent, stamp) == pytest.approx(0.0801)
+    # The wall clock stepped during the probe: the stamp disagrees, use the monotonic RTT.
+    assert round_trip(0.0803, sent - 3600, stamp) == 0.0803
+    assert round_trip(0.0803, sent + 1, stamp) == 0.0803
+    assert round_trip(0.0803, sent, []) == 0.0803
