@@ -136,15 +136,31 @@ def run(targets: int, seconds: float, warmup: float) -> list[Prober]:
         probers = [
             Prober(
                 "kipu-agent",
-                [sys.executable, "-m", "agent", f"--config.file={config}",
-                 "--web.listen-address=127.0.0.1:19108", "--log.level=warn"],
-                19108, "kipu_probe_rtt_seconds", "target",
+                [
+                    sys.executable,
+                    "-m",
+                    "agent",
+                    f"--config.file={config}",
+                    "--web.listen-address=127.0.0.1:19108",
+                    "--log.level=warn",
+                ],
+                19108,
+                "kipu_probe_rtt_seconds",
+                "target",
             ),
             Prober(
                 "smokeping_prober",
-                [SMOKEPING, "--privileged", "--web.listen-address=127.0.0.1:19374",
-                 "--ping.interval=1s", "--log.level=warn", *addresses],
-                19374, "smokeping_response_duration_seconds", "host",
+                [
+                    SMOKEPING,
+                    "--privileged",
+                    "--web.listen-address=127.0.0.1:19374",
+                    "--ping.interval=1s",
+                    "--log.level=warn",
+                    *addresses,
+                ],
+                19374,
+                "smokeping_response_duration_seconds",
+                "host",
             ),
         ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}

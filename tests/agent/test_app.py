@@ -152,3 +152,16 @@ async def _has_target(client: Client, name: str) -> bool:
         for (n, labels), v in s.samples.items()
         if n == "kipu_probe_packets_received_total" and ("target", name) in labels
     )
+
+
+async def test_ipv6_target(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    _, client, _ = await start(
+        aiohttp_client, tmp_path, "- {name: v6, address: '::1', role: gateway}\n"
+    )
+
+    async def answered() -> bool:
+        s = await scrape(client)
+        return (s.get("kipu_probe_packets_received_total", target="v6", role="gateway") or 0) >= 3
+
+    await eventually(answered)
+    assert (await scrape(client)).value("kipu_link_up") == 1
