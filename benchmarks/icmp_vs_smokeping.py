@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import functools
 import os
 import shutil
 import statistics
@@ -76,6 +77,10 @@ def scrape(bed: Testbed, port: int) -> Scrape:
     if status != 200:
         raise RuntimeError(f"scrape of :{port} answered {status}")
     return parse(body.decode())
+
+
+def has_samples(bed: Testbed, port: int) -> bool:
+    return bool(scrape(bed, port).samples)
 
 
 def rtt_means(s: Scrape, metric: str, label: str) -> dict[str, tuple[float, float]]:
@@ -168,7 +173,7 @@ def run(targets: int, seconds: float, warmup: float) -> list[Prober]:
         for prober in probers:
             prober.proc = bed.exec_site(prober.argv, stdout=log, stderr=log, env=env)
         for prober in probers:
-            wait_for(lambda p=prober: bool(scrape(bed, p.port).samples), 20, prober.name)
+            wait_for(functools.partial(has_samples, bed, prober.port), 20, prober.name)
         time.sleep(warmup)  # let both reach steady state before the window opens
         before = {p.name: scrape(bed, p.port) for p in probers}
         for prober in probers:

@@ -65,13 +65,17 @@ class Running:
         return parse(await response.text())
 
     async def wait(
-        self, name: str, predicate: Callable[[float], bool], within: float = 15, **labels: str
+        self,
+        name: str,
+        predicate: Callable[[float], bool],
+        labels: dict[str, str] | None = None,
+        within: float = 15,
     ) -> Scrape:
         found: list[Scrape] = []
 
         async def check() -> bool:
             scrape = await self.scrape()
-            value = scrape.get(name, **labels)
+            value = scrape.get(name, **(labels or {}))
             if value is not None and predicate(value):
                 found.append(scrape)
                 return True
@@ -95,11 +99,11 @@ async def test_rtt_mean_matches_configured_delay(
     config = write_config(tmp_path / "a.yaml", [("pop", address, "pop")], "20ms", "500ms")
     running = await run_agent(aiohttp_client, testbed, config)
     labels = {"target": "pop", "role": "pop"}
-    first = await running.wait("kipu_probe_rtt_seconds_count", lambda v: v >= 5, **labels)
+    first = await running.wait("kipu_probe_rtt_seconds_count", lambda v: v >= 5, labels)
     last = await running.wait(
         "kipu_probe_rtt_seconds_count",
         lambda v: v >= first.value("kipu_probe_rtt_seconds_count", **labels) + 100,
-        **labels,
+        labels,
     )
     count = last.value("kipu_probe_rtt_seconds_count", **labels) - first.value(
         "kipu_probe_rtt_seconds_count", **labels
@@ -123,7 +127,7 @@ async def test_jitter_estimate(
     config = write_config(tmp_path / "a.yaml", [("net", address, "internet")], "20ms", "500ms")
     running = await run_agent(aiohttp_client, testbed, config)
     labels = {"target": "net", "role": "internet"}
-    scrape = await running.wait("kipu_probe_rtt_seconds_count", lambda v: v >= 150, **labels)
+    scrape = await running.wait("kipu_probe_rtt_seconds_count", lambda v: v >= 150, labels)
     # Delays uniform in ±10 ms: E|D| of two independent draws is 2/3 of 10 ms.
     expected = 2 / 3 * 0.010
     jitter = scrape.value("kipu_probe_jitter_seconds", **labels)
@@ -139,7 +143,7 @@ async def test_loss_is_measured_within_sampling_error(
     config = write_config(tmp_path / "a.yaml", [("gw", address, "gateway")], "10ms", "100ms")
     running = await run_agent(aiohttp_client, testbed, config)
     labels = {"target": "gw", "role": "gateway"}
-    scrape = await running.wait("kipu_probe_packets_sent_total", lambda v: v >= 400, **labels)
+    scrape = await running.wait("kipu_probe_packets_sent_total", lambda v: v >= 400, labels)
     sent = scrape.value("kipu_probe_packets_sent_total", **labels)
     received = scrape.value("kipu_probe_packets_received_total", **labels)
     loss = 1 - received / sent
@@ -220,9 +224,7 @@ async def test_up_when(
             if name in down:
                 bed.set(address, down=True)
         for name, _, role in targets:
-            wanted = 0 if name in down else 1
-            await running.wait(
-                "kipu_probe_success", lambda v, w=wanted: v == w, target=name, role=role
-            )
+            wanted = 0.0 if name in down else 1.0
+            await running.wait("kipu_probe_success", wanted.__eq__, {"target": name, "role": role})
         scrape = await running.scrape()
         assert scrape.value("kipu_link_up") == expected
