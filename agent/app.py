@@ -15,11 +15,13 @@ from aiohttp import web
 
 from agent import metrics
 from agent.config import AgentConfig, load_config, split_host_port
+from agent.devices import DevicePoller
 from agent.link import LinkCounters, LinkState
 from agent.prober import Prober
 from agent.probes.icmp import IcmpPinger
 from agent.schema import ConfigError
 from agent.state import SavedState, StateStore, offline_gap, read_boot_time
+from agent.usage import DailyUniques
 from agent.version import __version__
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,11 @@ class Agent:
         self.store = StateStore(config.state_dir)
         self.link = LinkState(rule=config.link.up_when, roles={})
         self.prober = Prober(self.pinger, self.link)
+        self.uniques = DailyUniques()
+        config_dir = Path(config_path).parent if config_path is not None else None
+        self.devices = DevicePoller(self.uniques, config_dir=config_dir)
         self._prober_task: asyncio.Task[None] | None = None
+        self._devices_task: asyncio.Task[None] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._reload_lock = asyncio.Lock()
         self.started_at = time.time()
@@ -61,6 +67,7 @@ class Agent:
             self.link.counters = counters
             self.pinger.open()
             self.prober.configure(self.config)
+            self.devices.configure(self.config)
             self.save_state()
         except BaseException:
             self.store.close()
@@ -80,6 +87,7 @@ class Agent:
         async with asyncio.TaskGroup() as group:
             self._group = group
             self._prober_task = group.create_task(self.prober.run())
+            self._devices_task = group.create_task(self.devices.run())
             group.create_task(self._heartbeat())
 
     def stop(self) -> None:
@@ -131,9 +139,13 @@ class Agent:
         new = dataclasses.replace(new, listen=old.listen, state_dir=old.state_dir)
         self.config = new
         self.prober.configure(new)
+        self.devices.configure(new)
         if self._group is not None and self._prober_task is not None:
             self._prober_task.cancel()
             self._prober_task = self._group.create_task(self.prober.run())
+        if self._group is not None and self._devices_task is not None:
+            self._devices_task.cancel()
+            self._devices_task = self._group.create_task(self.devices.run())
         self._warn_unimplemented(new)
         log.info("configuration reloaded: %d targets", len(new.probes.targets))
 
@@ -142,7 +154,7 @@ class Agent:
 
     @staticmethod
     def _warn_unimplemented(config: AgentConfig) -> None:
-        for section in ("snmp", "wifi", "push"):
+        for section in ("push",):
             if getattr(config, section):
                 log.warning(
                     "%s: validated, but this version of kipu-agent does not act on it yet",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from agent.schema import Duration, Size, Validated, load_file, setting
+from agent.schema import ConfigError, Duration, Size, Validated, load_file, setting
 
 SITE_ID_PATTERN = r"[a-z0-9][a-z0-9_.-]*"
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -167,6 +167,7 @@ class WifiSource(Validated):
     interface: str | None = setting(None, doc="Wireless interface (source iw).")
     ssid: str | None = setting(None, doc="SSID label for the interface (source iw).")
     path: Path | None = setting(None, doc="Leases file (source dnsmasq_leases).")
+    interval: Duration = setting(30.0, doc="Read this often.", minimum=0.01)
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.source == "iw" and not self.interface:
@@ -217,5 +218,20 @@ class AgentConfig(Validated):
 
 
 def load_config(path: str | Path) -> AgentConfig:
-    """Read and validate an agent configuration file; ConfigError lists every problem."""
-    return load_file(AgentConfig, path)
+    """Read and validate an agent configuration file; ConfigError lists every problem.
+
+    Custom SNMP profiles named by the file are loaded too (relative to its folder), so
+    their problems are reported with their own file, line and key.
+    """
+    config = load_file(AgentConfig, path)
+    from agent.profiles import builtin_or_file  # noqa: PLC0415 - pysnmp-free, but not needed before
+
+    problems = []
+    for device in config.snmp:
+        try:
+            builtin_or_file(device.profile, Path(path).parent)
+        except ConfigError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise ConfigError(problems)
+    return config

@@ -19,6 +19,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 
+from agent.devices import LOCAL_DEVICE
 from agent.probes.stats import RTT_BUCKETS
 from agent.version import __version__
 
@@ -47,6 +48,7 @@ class AgentCollector:
         yield build
         yield from self._probe_families()
         yield from self._link_families()
+        yield from self._device_families()
 
         boot = agent.boot_time()
         if boot is not None:
@@ -115,6 +117,114 @@ class AgentCollector:
             "Seconds the agent was not running (power cuts, most often).",
             value=counters.offline_seconds,
         )
+
+    def _device_families(self) -> Iterator[Metric]:
+        poller = self.agent.devices
+        if not poller.devices and not poller.wifi_sources:
+            return
+        up = GaugeMetricFamily(
+            "kipu_snmp_up", "Whether the last SNMP poll succeeded.", labels=["device"]
+        )
+        duration = GaugeMetricFamily(
+            "kipu_snmp_duration_seconds", "How long the last SNMP poll took.", labels=["device"]
+        )
+        uptime = GaugeMetricFamily(
+            "kipu_device_uptime_seconds", "Device uptime (sysUpTime).", labels=["device"]
+        )
+        reboots = CounterMetricFamily(
+            "kipu_device_reboots", "Reboots seen (sysUpTime went back).", labels=["device"]
+        )
+        iface = ["device", "interface"]
+        rx = CounterMetricFamily(
+            "kipu_interface_receive_bytes",
+            "Bytes received, across wraps and reboots.",
+            labels=iface,
+        )
+        tx = CounterMetricFamily(
+            "kipu_interface_transmit_bytes", "Bytes sent, across wraps and reboots.", labels=iface
+        )
+        if_up = GaugeMetricFamily("kipu_interface_up", "ifOperStatus is up.", labels=iface)
+        speed = GaugeMetricFamily(
+            "kipu_interface_speed_bytes", "Interface speed in bytes per second.", labels=iface
+        )
+        clients = GaugeMetricFamily(
+            "kipu_wifi_clients", "WiFi clients associated, per SSID.", labels=["device", "ssid"]
+        )
+        hotspot = GaugeMetricFamily(
+            "kipu_wifi_hotspot_users", "Users logged in to the hotspot.", labels=["device"]
+        )
+        leases = GaugeMetricFamily("kipu_dhcp_leases", "Active DHCP leases.", labels=["device"])
+        capsman = GaugeMetricFamily(
+            "kipu_wifi_capsman_clients", "Clients registered through CAPsMAN.", labels=["device"]
+        )
+        uniques = GaugeMetricFamily(
+            "kipu_wifi_unique_clients", "Distinct WiFi clients seen today.", labels=["device"]
+        )
+        custom: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        for name, runtime in poller.devices.items():
+            if runtime.up is not None:
+                up.add_metric([name], int(runtime.up))
+                duration.add_metric([name], runtime.duration)
+            reboots.add_metric([name], runtime.reboots)
+            state = runtime.state
+            if state is None:
+                continue
+            if state.uptime_seconds is not None:
+                uptime.add_metric([name], state.uptime_seconds)
+            for view in runtime.interfaces:
+                labels = [name, view.name]
+                if view.rx_bytes is not None:
+                    rx.add_metric(labels, view.rx_bytes)
+                if view.tx_bytes is not None:
+                    tx.add_metric(labels, view.tx_bytes)
+                if view.up is not None:
+                    if_up.add_metric(labels, int(view.up))
+                if view.speed_bytes is not None:
+                    speed.add_metric(labels, view.speed_bytes)
+            if state.wifi_clients is not None:
+                for ssid, count in sorted(state.wifi_clients.items()):
+                    clients.add_metric([name, ssid], count)
+                uniques.add_metric([name], poller.uniques.count(name))
+            if state.hotspot_users is not None:
+                hotspot.add_metric([name], state.hotspot_users)
+            if state.dhcp_leases is not None:
+                leases.add_metric([name], state.dhcp_leases)
+            if state.capsman_clients is not None:
+                capsman.add_metric([name], state.capsman_clients)
+            for sample in state.custom:
+                family = custom.get(sample.name)
+                if family is None:
+                    kind = CounterMetricFamily if sample.kind == "counter" else GaugeMetricFamily
+                    family = kind(
+                        sample.name,
+                        sample.help or sample.name,
+                        labels=["device", *(k for k, _ in sample.labels)],
+                    )
+                    custom[sample.name] = family
+                family.add_metric([name, *(v for _, v in sample.labels)], sample.value)
+        if poller.wifi_sources:
+            ssids, local_leases = poller.local_counts()
+            for ssid, count in sorted(ssids.items()):
+                clients.add_metric([LOCAL_DEVICE, ssid], count)
+            if local_leases is not None:
+                leases.add_metric([LOCAL_DEVICE], local_leases)
+            uniques.add_metric([LOCAL_DEVICE], poller.uniques.count(LOCAL_DEVICE))
+        yield from (
+            up,
+            duration,
+            uptime,
+            reboots,
+            rx,
+            tx,
+            if_up,
+            speed,
+            clients,
+            hotspot,
+            leases,
+            capsman,
+            uniques,
+        )
+        yield from custom.values()
 
 
 def _le(bound: float) -> str:

@@ -1,0 +1,294 @@
+"""SNMP profiles: which OIDs to read from a kind of device and what they mean. Pure.
+
+A profile names the scalars and table columns to poll and turns a `Reading` into a
+`DeviceState`: interfaces with traffic counters, WiFi clients per SSID, hotspot users,
+DHCP leases, and the station identifiers used (hashed, in memory) for the daily count
+of distinct clients. OIDs are checked against the vendors' MIB files: see
+docs/snmp-oids.md for each object and where it is defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.probes.snmp import Reading, Value
+
+SYS_UPTIME = "1.3.6.1.2.1.1.3.0"  # SNMPv2-MIB sysUpTime, TimeTicks (1/100 s)
+IF_DESCR = "1.3.6.1.2.1.2.2.1.2"
+IF_SPEED = "1.3.6.1.2.1.2.2.1.5"  # bits/s, Gauge32
+IF_OPER_STATUS = "1.3.6.1.2.1.2.2.1.8"  # up(1)
+IF_IN_OCTETS = "1.3.6.1.2.1.2.2.1.10"  # Counter32
+IF_OUT_OCTETS = "1.3.6.1.2.1.2.2.1.16"
+IF_NAME = "1.3.6.1.2.1.31.1.1.1.1"
+IF_HC_IN_OCTETS = "1.3.6.1.2.1.31.1.1.1.6"  # Counter64
+IF_HC_OUT_OCTETS = "1.3.6.1.2.1.31.1.1.1.10"
+IF_HIGH_SPEED = "1.3.6.1.2.1.31.1.1.1.15"  # Mbit/s
+
+# MIKROTIK-MIB, under mtXRouterOs 1.3.6.1.4.1.14988.1.1
+MT_AP_SSID = "1.3.6.1.4.1.14988.1.1.1.3.1.4"  # mtxrWlApSsid, index ifIndex
+MT_AP_CLIENTS = "1.3.6.1.4.1.14988.1.1.1.3.1.6"  # mtxrWlApClientCount
+MT_RTAB_STRENGTH = "1.3.6.1.4.1.14988.1.1.1.2.1.3"  # mtxrWlRtabStrength, index MAC.ifIndex
+MT_RTAB_COUNT = "1.3.6.1.4.1.14988.1.1.1.4.0"  # mtxrWlRtabEntryCount
+MT_CAPSMAN_COUNT = "1.3.6.1.4.1.14988.1.1.1.6.0"  # mtxrWlCMRtabEntryCount
+MT_HOTSPOT_UPTIME = "1.3.6.1.4.1.14988.1.1.5.1.1.6"  # mtxrHlActiveUserUptime: count rows
+MT_DHCP_LEASES = "1.3.6.1.4.1.14988.1.1.6.1.0"  # mtxrDHCPLeaseCount
+
+# UBNT-AirMAX-MIB ubntWlStatTable, index ifIndex
+UBNT_WL_SSID = "1.3.6.1.4.1.41112.1.4.5.1.2"
+UBNT_WL_STA_COUNT = "1.3.6.1.4.1.41112.1.4.5.1.15"
+# UBNT-UniFi-MIB unifiVapTable, index VAP number
+UNIFI_VAP_ESSID = "1.3.6.1.4.1.41112.1.6.1.2.1.6"
+UNIFI_VAP_STATIONS = "1.3.6.1.4.1.41112.1.6.1.2.1.8"
+# CAMBIUM ePMP
+EPMP_CONNECTED_STAS = "1.3.6.1.4.1.17713.21.1.2.10.0"  # cambiumAPConnectedSTACount
+EPMP_SSID = "1.3.6.1.4.1.17713.21.3.8.2.2.0"  # wirelessInterfaceSSID
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One interface as read in one poll. Counters are the device's raw values."""
+
+    index: str
+    name: str
+    rx_bytes: int | None
+    tx_bytes: int | None
+    counter_bits: int  # 64 for ifHC*, 32 for the old ifIn/OutOctets
+    up: bool | None
+    speed_bytes: float | None  # bytes per second
+
+
+@dataclass(frozen=True)
+class CustomSample:
+    """A sample of a custom profile's metric."""
+
+    name: str
+    kind: str  # gauge | counter
+    help: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """What a poll says about a device. `client_ids` never leave the process unhashed."""
+
+    uptime_seconds: float | None = None
+    interfaces: tuple[Interface, ...] = ()
+    wifi_clients: dict[str, int] | None = None  # SSID -> clients; None: not a WiFi device
+    hotspot_users: int | None = None
+    dhcp_leases: int | None = None
+    capsman_clients: int | None = None
+    client_ids: tuple[bytes, ...] = ()
+    custom: tuple[CustomSample, ...] = ()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The OIDs a kind of device is polled for and how to read them."""
+
+    name: str
+    scalars: tuple[str, ...]
+    columns: tuple[str, ...]
+    extract: Callable[[Reading], DeviceState] = field(compare=False)
+
+
+def text(value: Value | None) -> str:
+    """An OCTET STRING as text (UTF-8, else Latin-1); '' for None."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8").strip("\x00")
+        except UnicodeDecodeError:
+            return value.decode("latin-1").strip("\x00")
+    return str(value)
+
+
+def number(value: Value | None) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def mac_of_index(index: str) -> bytes | None:
+    """The MAC address at the start of a table index like ``0.12.66.170.1.2.5``."""
+    parts = index.split(".")
+    if len(parts) < 6:
+        return None
+    try:
+        return bytes(int(p) for p in parts[:6])
+    except ValueError:
+        return None
+
+
+# --- IF-MIB -------------------------------------------------------------------------
+
+IF_MIB_SCALARS = (SYS_UPTIME,)
+IF_MIB_COLUMNS = (
+    IF_NAME,
+    IF_DESCR,
+    IF_HC_IN_OCTETS,
+    IF_HC_OUT_OCTETS,
+    IF_IN_OCTETS,
+    IF_OUT_OCTETS,
+    IF_HIGH_SPEED,
+    IF_SPEED,
+    IF_OPER_STATUS,
+)
+
+
+def interfaces(reading: Reading) -> tuple[Interface, ...]:
+    """Interfaces from IF-MIB, preferring 64-bit counters and ifName where present."""
+    col = reading.columns
+    indexes = set(col.get(IF_OPER_STATUS, {})) | set(col.get(IF_DESCR, {}))
+    indexes |= set(col.get(IF_NAME, {})) | set(col.get(IF_HC_IN_OCTETS, {}))
+    found = []
+    for index in sorted(indexes, key=_index_key):
+        name = text(col.get(IF_NAME, {}).get(index)) or text(col.get(IF_DESCR, {}).get(index))
+        hc_in = number(col.get(IF_HC_IN_OCTETS, {}).get(index))
+        hc_out = number(col.get(IF_HC_OUT_OCTETS, {}).get(index))
+        rx: int | None
+        tx: int | None
+        if hc_in is not None and hc_out is not None:
+            rx, tx, bits = hc_in, hc_out, 64
+        else:
+            rx = number(col.get(IF_IN_OCTETS, {}).get(index))
+            tx = number(col.get(IF_OUT_OCTETS, {}).get(index))
+            bits = 32
+        status = number(col.get(IF_OPER_STATUS, {}).get(index))
+        high = number(col.get(IF_HIGH_SPEED, {}).get(index))
+        low = number(col.get(IF_SPEED, {}).get(index))
+        if high:  # Mbit/s; ifSpeed saturates at 4.29 Gbit/s
+            speed: float | None = high * 1_000_000 / 8
+        elif low is not None:
+            speed = low / 8
+        else:
+            speed = None
+        found.append(
+            Interface(
+                index=index,
+                name=name or f"if{index}",
+                rx_bytes=rx,
+                tx_bytes=tx,
+                counter_bits=bits,
+                up=None if status is None else status == 1,
+                speed_bytes=speed,
+            )
+        )
+    return tuple(found)
+
+
+def uptime(reading: Reading) -> float | None:
+    ticks = number(reading.scalars.get(SYS_UPTIME))
+    return None if ticks is None else ticks / 100
+
+
+def _index_key(index: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in index.split("."))
+    except ValueError:
+        return (1 << 62,)
+
+
+def _if_mib(reading: Reading) -> DeviceState:
+    return DeviceState(uptime_seconds=uptime(reading), interfaces=interfaces(reading))
+
+
+def _clients_by_ssid(ssids: dict[str, Value], counts: dict[str, Value]) -> dict[str, int]:
+    clients: dict[str, int] = {}
+    for index, ssid_value in ssids.items():
+        ssid = text(ssid_value)
+        clients[ssid] = clients.get(ssid, 0) + (number(counts.get(index)) or 0)
+    return clients
+
+
+# --- MikroTik -----------------------------------------------------------------------
+
+
+def _mikrotik(reading: Reading) -> DeviceState:
+    col, sc = reading.columns, reading.scalars
+    stations = col.get(MT_RTAB_STRENGTH, {})
+    ids = tuple(m for m in (mac_of_index(i) for i in stations) if m is not None)
+    return DeviceState(
+        uptime_seconds=uptime(reading),
+        interfaces=interfaces(reading),
+        wifi_clients=_clients_by_ssid(col.get(MT_AP_SSID, {}), col.get(MT_AP_CLIENTS, {})),
+        hotspot_users=len(col.get(MT_HOTSPOT_UPTIME, {})),
+        dhcp_leases=number(sc.get(MT_DHCP_LEASES)),
+        capsman_clients=number(sc.get(MT_CAPSMAN_COUNT)),
+        client_ids=ids,
+    )
+
+
+def _airmax(reading: Reading) -> DeviceState:
+    col = reading.columns
+    return DeviceState(
+        uptime_seconds=uptime(reading),
+        interfaces=interfaces(reading),
+        wifi_clients=_clients_by_ssid(col.get(UBNT_WL_SSID, {}), col.get(UBNT_WL_STA_COUNT, {})),
+    )
+
+
+def _unifi(reading: Reading) -> DeviceState:
+    col = reading.columns
+    return DeviceState(
+        uptime_seconds=uptime(reading),
+        interfaces=interfaces(reading),
+        wifi_clients=_clients_by_ssid(
+            col.get(UNIFI_VAP_ESSID, {}), col.get(UNIFI_VAP_STATIONS, {})
+        ),
+    )
+
+
+def _epmp(reading: Reading) -> DeviceState:
+    sc = reading.scalars
+    clients = number(sc.get(EPMP_CONNECTED_STAS))
+    ssid = text(sc.get(EPMP_SSID))
+    return DeviceState(
+        uptime_seconds=uptime(reading),
+        interfaces=interfaces(reading),
+        wifi_clients={ssid: clients or 0} if clients is not None or ssid else {},
+    )
+
+
+BUILTIN: dict[str, Profile] = {
+    "if_mib": Profile("if_mib", IF_MIB_SCALARS, IF_MIB_COLUMNS, _if_mib),
+    "mikrotik": Profile(
+        "mikrotik",
+        (*IF_MIB_SCALARS, MT_RTAB_COUNT, MT_CAPSMAN_COUNT, MT_DHCP_LEASES),
+        (*IF_MIB_COLUMNS, MT_AP_SSID, MT_AP_CLIENTS, MT_RTAB_STRENGTH, MT_HOTSPOT_UPTIME),
+        _mikrotik,
+    ),
+    "ubiquiti_airmax": Profile(
+        "ubiquiti_airmax",
+        IF_MIB_SCALARS,
+        (*IF_MIB_COLUMNS, UBNT_WL_SSID, UBNT_WL_STA_COUNT),
+        _airmax,
+    ),
+    "ubiquiti_unifi": Profile(
+        "ubiquiti_unifi",
+        IF_MIB_SCALARS,
+        (*IF_MIB_COLUMNS, UNIFI_VAP_ESSID, UNIFI_VAP_STATIONS),
+        _unifi,
+    ),
+    "cambium_epmp": Profile(
+        "cambium_epmp", (*IF_MIB_SCALARS, EPMP_CONNECTED_STAS, EPMP_SSID), IF_MIB_COLUMNS, _epmp
+    ),
+}
+
+
+def builtin_or_file(name: str, base: Path | None = None) -> Profile:
+    """A built-in profile by name, or a custom one loaded from a .yaml file."""
+    if name in BUILTIN:
+        return BUILTIN[name]
+    from agent.custom_profile import load_profile  # noqa: PLC0415 - avoids an import cycle
+
+    path = Path(name)
+    if base is not None and not path.is_absolute():
+        path = base / path
+    return load_profile(path)
+
+
+def all_oids(profile: Profile) -> Iterable[str]:
+    yield from profile.scalars
+    yield from profile.columns
