@@ -19,6 +19,7 @@ from agent.devices import DevicePoller
 from agent.link import LinkCounters, LinkState
 from agent.prober import Prober
 from agent.probes.icmp import IcmpPinger
+from agent.push import Pusher
 from agent.schema import ConfigError
 from agent.state import SavedState, StateStore, offline_gap, read_boot_time
 from agent.usage import DailyUniques
@@ -45,6 +46,16 @@ class Agent:
         self.uniques = DailyUniques()
         config_dir = Path(config_path).parent if config_path is not None else None
         self.devices = DevicePoller(self.uniques, config_dir=config_dir)
+        self.registry = metrics.make_registry(self)
+        self.pusher: Pusher | None = None
+        if config.push is not None:
+            registry = self.registry
+            self.pusher = Pusher(
+                config.push,
+                config.site_id,
+                config.state_dir,
+                lambda: metrics.snapshot(registry),
+            )
         self._prober_task: asyncio.Task[None] | None = None
         self._devices_task: asyncio.Task[None] | None = None
         self._group: asyncio.TaskGroup | None = None
@@ -66,13 +77,14 @@ class Agent:
                 log.warning("agent was not running for %.0f s since its last heartbeat", gap)
             self.link.counters = counters
             self.pinger.open()
+            if self.pusher is not None:
+                self.pusher.open()
             self.prober.configure(self.config)
             self.devices.configure(self.config)
             self.save_state()
         except BaseException:
             self.store.close()
             raise
-        self._warn_unimplemented(self.config)
         log.info(
             "kipu-agent %s for site %s: %d targets every %gs, state in %s",
             __version__,
@@ -89,15 +101,21 @@ class Agent:
             self._prober_task = group.create_task(self.prober.run())
             self._devices_task = group.create_task(self.devices.run())
             group.create_task(self._heartbeat())
+            if self.pusher is not None:
+                group.create_task(self.pusher.run())
 
-    def stop(self) -> None:
-        """Save the counters and release the state folder (after run() ended)."""
+    async def stop(self) -> None:
+        """Flush the spool, save the counters, release the state folder (after run())."""
         self.pinger.close()
         self.link.advance(time.monotonic())
         try:
-            self.save_state()
+            if self.pusher is not None:
+                await self.pusher.close()
         finally:
-            self.store.close()
+            try:
+                self.save_state()
+            finally:
+                self.store.close()
 
     def save_state(self) -> None:
         self.link.advance(time.monotonic())
@@ -133,10 +151,10 @@ class Agent:
 
     def apply(self, new: AgentConfig) -> None:
         old = self.config
-        for key in ("listen", "state_dir"):
+        for key in ("listen", "state_dir", "push"):
             if getattr(new, key) != getattr(old, key):
                 log.warning("%s changed in the configuration: takes effect on restart", key)
-        new = dataclasses.replace(new, listen=old.listen, state_dir=old.state_dir)
+        new = dataclasses.replace(new, listen=old.listen, state_dir=old.state_dir, push=old.push)
         self.config = new
         self.prober.configure(new)
         self.devices.configure(new)
@@ -146,20 +164,10 @@ class Agent:
         if self._group is not None and self._devices_task is not None:
             self._devices_task.cancel()
             self._devices_task = self._group.create_task(self.devices.run())
-        self._warn_unimplemented(new)
         log.info("configuration reloaded: %d targets", len(new.probes.targets))
 
     def healthy(self) -> bool:
         return self._prober_task is not None and not self._prober_task.done()
-
-    @staticmethod
-    def _warn_unimplemented(config: AgentConfig) -> None:
-        for section in ("push",):
-            if getattr(config, section):
-                log.warning(
-                    "%s: validated, but this version of kipu-agent does not act on it yet",
-                    section,
-                )
 
 
 AGENT = web.AppKey("agent", Agent)
@@ -209,14 +217,14 @@ async def _agent_lifecycle(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    agent.stop()
+    await agent.stop()
 
 
 def make_app(agent: Agent) -> web.Application:
     """The HTTP API; starting the app starts the agent, cleaning it up stops it."""
     app = web.Application()
     app[AGENT] = agent
-    app[REGISTRY] = metrics.make_registry(agent)
+    app[REGISTRY] = agent.registry
     app.router.add_get("/", _index)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)

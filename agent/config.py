@@ -184,7 +184,15 @@ class Push:
     token_file: Path | None = setting(None, doc="File holding the bearer token.")
     ca_file: Path | None = setting(None, doc="CA bundle for a private CA.")
     interval: Duration = setting(15.0, doc="Snapshot every series this often.", minimum=0.01)
-    max_spool: Size = setting(256 * 1024**2, doc="Spool bound; oldest dropped.", minimum=1024)
+    max_spool: Size = setting(256 * 1024**2, doc="Spool bound; oldest dropped.", minimum=64 * 1024)
+    timeout: Duration = setting(30.0, doc="Per request.", minimum=0.01)
+    spread: Duration = setting(
+        30.0, doc="Random delay, up to this, before pushing after boot or reconnection."
+    )
+    clock_settle: Duration = setting(
+        600.0,
+        doc="Without a kernel-synchronised clock, trust it once the host is up this long.",
+    )
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class AgentCollector:
         yield from self._probe_families()
         yield from self._link_families()
         yield from self._device_families()
+        yield from self._push_families()
 
         boot = agent.boot_time()
         if boot is not None:
@@ -225,6 +226,64 @@ class AgentCollector:
             uniques,
         )
         yield from custom.values()
+
+    def _push_families(self) -> Iterator[Metric]:
+        pusher = self.agent.pusher
+        if pusher is None:
+            return
+        spool, stats = pusher.spool, pusher.stats
+        yield GaugeMetricFamily(
+            "kipu_spool_bytes", "Bytes waiting in the spool.", value=spool.bytes
+        )
+        yield GaugeMetricFamily(
+            "kipu_spool_samples", "Samples waiting in the spool.", value=spool.samples
+        )
+        yield CounterMetricFamily(
+            "kipu_spool_dropped_samples",
+            "Samples dropped: spool full (max_spool) or disk full.",
+            value=spool.dropped_samples,
+        )
+        requests = CounterMetricFamily(
+            "kipu_push_requests", "Remote write requests by outcome.", labels=["result"]
+        )
+        for result, count in stats.requests.items():
+            requests.add_metric([result], count)
+        yield requests
+        if stats.last_success is not None:
+            yield GaugeMetricFamily(
+                "kipu_push_last_success_timestamp_seconds",
+                "When a push last succeeded.",
+                value=stats.last_success,
+            )
+        yield CounterMetricFamily(
+            "kipu_push_rejected_samples",
+            "Samples the receiver refused for good (dropped).",
+            value=stats.rejected_samples,
+        )
+        yield CounterMetricFamily(
+            "kipu_push_restamped_samples",
+            "Samples held while the clock was untrusted, then re-stamped.",
+            value=stats.restamped_samples,
+        )
+        yield GaugeMetricFamily(
+            "kipu_push_held_snapshots",
+            "Snapshots held until the clock is trusted.",
+            value=len(pusher.held),
+        )
+        yield CounterMetricFamily(
+            "kipu_push_snapshots", "Snapshots taken for pushing.", value=stats.snapshots
+        )
+
+
+def snapshot(registry: CollectorRegistry) -> list[tuple[dict[str, str], float]]:
+    """Every sample the registry exposes now, as (labels with __name__, value)."""
+    samples = []
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            samples.append(({"__name__": sample.name, **sample.labels}, float(sample.value)))
+    return samples
 
 
 def _le(bound: float) -> str:

@@ -27,15 +27,18 @@ IF_HC_OUT_OCTETS = "1.3.6.1.2.1.31.1.1.1.10"
 IF_HIGH_SPEED = "1.3.6.1.2.1.31.1.1.1.15"  # Mbit/s
 
 # MIKROTIK-MIB, under mtXRouterOs 1.3.6.1.4.1.14988.1.1
-MT_AP_SSID = "1.3.6.1.4.1.14988.1.1.1.3.1.4"  # mtxrWlApSsid, index ifIndex
-MT_AP_CLIENTS = "1.3.6.1.4.1.14988.1.1.1.3.1.6"  # mtxrWlApClientCount
+MT_AP_SSID = "1.3.6.1.4.1.14988.1.1.1.3.1.4"  # mtxrWlApSsid, index mtxrWlApIndex (= ifIndex)
+MT_AP_CLIENTS = "1.3.6.1.4.1.14988.1.1.1.3.1.6"  # mtxrWlApClientCount: Counter32, used as gauge
 MT_RTAB_STRENGTH = "1.3.6.1.4.1.14988.1.1.1.2.1.3"  # mtxrWlRtabStrength, index MAC.ifIndex
 MT_RTAB_COUNT = "1.3.6.1.4.1.14988.1.1.1.4.0"  # mtxrWlRtabEntryCount
 MT_CAPSMAN_COUNT = "1.3.6.1.4.1.14988.1.1.1.6.0"  # mtxrWlCMRtabEntryCount
-MT_HOTSPOT_UPTIME = "1.3.6.1.4.1.14988.1.1.5.1.1.6"  # mtxrHlActiveUserUptime: count rows
+# mtxrHotspotActiveUserServerID: holds no personal data; walked only to count the rows
+# (the table's name, IP and MAC columns are never read).
+MT_HOTSPOT_SERVER = "1.3.6.1.4.1.14988.1.1.5.1.1.2"
 MT_DHCP_LEASES = "1.3.6.1.4.1.14988.1.1.6.1.0"  # mtxrDHCPLeaseCount
 
-# UBNT-AirMAX-MIB ubntWlStatTable, index ifIndex
+# UBNT-AirMAX-MIB ubntWlStatTable, index ubntWlStatIndex; airOS has no ifXTable, so its
+# interfaces come from the 32-bit ifTable (the IF-MIB fallback below).
 UBNT_WL_SSID = "1.3.6.1.4.1.41112.1.4.5.1.2"
 UBNT_WL_STA_COUNT = "1.3.6.1.4.1.41112.1.4.5.1.15"
 # UBNT-UniFi-MIB unifiVapTable, index VAP number
@@ -43,7 +46,7 @@ UNIFI_VAP_ESSID = "1.3.6.1.4.1.41112.1.6.1.2.1.6"
 UNIFI_VAP_STATIONS = "1.3.6.1.4.1.41112.1.6.1.2.1.8"
 # CAMBIUM ePMP
 EPMP_CONNECTED_STAS = "1.3.6.1.4.1.17713.21.1.2.10.0"  # cambiumAPConnectedSTACount
-EPMP_SSID = "1.3.6.1.4.1.17713.21.3.8.2.2.0"  # wirelessInterfaceSSID
+EPMP_SSID = "1.3.6.1.4.1.17713.21.1.1.11.0"  # cambiumEffectiveSSID
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,7 @@ def _mikrotik(reading: Reading) -> DeviceState:
         uptime_seconds=uptime(reading),
         interfaces=interfaces(reading),
         wifi_clients=_clients_by_ssid(col.get(MT_AP_SSID, {}), col.get(MT_AP_CLIENTS, {})),
-        hotspot_users=len(col.get(MT_HOTSPOT_UPTIME, {})),
+        hotspot_users=len(col.get(MT_HOTSPOT_SERVER, {})),
         dhcp_leases=number(sc.get(MT_DHCP_LEASES)),
         capsman_clients=number(sc.get(MT_CAPSMAN_COUNT)),
         client_ids=ids,
@@ -256,7 +259,7 @@ BUILTIN: dict[str, Profile] = {
     "mikrotik": Profile(
         "mikrotik",
         (*IF_MIB_SCALARS, MT_RTAB_COUNT, MT_CAPSMAN_COUNT, MT_DHCP_LEASES),
-        (*IF_MIB_COLUMNS, MT_AP_SSID, MT_AP_CLIENTS, MT_RTAB_STRENGTH, MT_HOTSPOT_UPTIME),
+        (*IF_MIB_COLUMNS, MT_AP_SSID, MT_AP_CLIENTS, MT_RTAB_STRENGTH, MT_HOTSPOT_SERVER),
         _mikrotik,
     ),
     "ubiquiti_airmax": Profile(

@@ -57,7 +57,7 @@ def test_mikrotik_clients_per_ssid_hotspot_and_station_ids() -> None:
                 p.MT_AP_SSID: {"5": b"WiFi-Gratis-Plaza", "6": b"IE-30012-Docentes"},
                 p.MT_AP_CLIENTS: {"5": 14, "6": 3},
                 p.MT_RTAB_STRENGTH: {"164.195.240.17.34.51.5": -61, "164.195.240.17.34.52.6": -70},
-                p.MT_HOTSPOT_UPTIME: {str(i): 100 for i in range(9)},
+                p.MT_HOTSPOT_SERVER: {str(i): 100 for i in range(9)},
             },
         )
     )

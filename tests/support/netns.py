@@ -12,7 +12,10 @@ addresses the test bed owns. The far namespace ignores echo requests in the kern
 with a configurable delay, jitter, loss and outage per target address.
 
 Code that must live in a namespace (sockets, servers) is created with :func:`call_in_netns`;
-programs are started with :meth:`Testbed.exec_site` (``ip netns exec``).
+programs are started with :meth:`Testbed.exec_site` / :meth:`Testbed.exec_far` (``ip netns
+exec``). UDP loss towards a port of the far namespace (an SNMP device that drops requests, or
+answers none) is made with nftables inside that namespace: :meth:`Testbed.udp_loss`,
+:meth:`Testbed.udp_drop_all`, :meth:`Testbed.udp_loss_clear`.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ NAME_PREFIX = "kipu-"
 _NAME_RE = re.compile(r"^kipu-(\d+)-")
 TMPDIR_PREFIX = "kipu-testbed-"
 _TMPDIR_RE = re.compile(r"^kipu-testbed-(\d+)-")
+_NFT_TABLE = "kipu_udp_loss"
 
 HttpResponse = tuple[int, dict[str, str], bytes]
 
@@ -407,6 +411,8 @@ class Testbed:
         self._created: list[str] = []
         self._started = False
         self._closed = False
+        #: UDP destination port -> drop probability (1.0: everything) in the far namespace.
+        self._udp_drops: dict[int, float] = {}
 
     # -- properties
 
@@ -681,11 +687,89 @@ class Testbed:
         self._children.append(proc)
         return proc
 
+    def exec_far(self, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen[Any]:
+        """Start ``argv`` inside the far namespace; otherwise like :meth:`exec_site`."""
+        proc: subprocess.Popen[Any] = subprocess.Popen(
+            ["ip", "netns", "exec", self._far_ns, *argv], **popen_kwargs
+        )
+        self._children.append(proc)
+        return proc
+
     def call_in_site(self, fn: Callable[[], T]) -> T:
         return call_in_netns(self._site_ns, fn)
 
     def call_in_far(self, fn: Callable[[], T]) -> T:
         return call_in_netns(self._far_ns, fn)
+
+    # -- UDP loss in the far namespace (nftables)
+
+    def udp_loss(self, port: int, probability: float) -> None:
+        """Drop UDP datagrams sent to ``port`` in the far namespace with ``probability``.
+
+        Each datagram is dropped independently (``numgen random``), in the far namespace's
+        input hook, so requests are lost and the answers to the others are not. Replaces any
+        earlier setting for ``port``; 0 removes it.
+        """
+        if not 1 <= port <= 65535:
+            raise ValueError(f"bad UDP port {port}")
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError("probability must be between 0 and 1")
+        if probability == 0.0:
+            self._udp_drops.pop(port, None)
+        else:
+            self._udp_drops[port] = probability
+        self._apply_udp_drops()
+
+    def udp_drop_all(self, port: int) -> None:
+        """Drop every UDP datagram sent to ``port`` in the far namespace (a dead device)."""
+        self.udp_loss(port, 1.0)
+
+    def udp_loss_clear(self, port: int | None = None) -> None:
+        """Stop dropping UDP to ``port``, or to every port when ``None``."""
+        if port is None:
+            self._udp_drops.clear()
+        else:
+            self._udp_drops.pop(port, None)
+        self._apply_udp_drops()
+
+    @property
+    def udp_drops(self) -> dict[int, float]:
+        """The drop probability per UDP port currently installed."""
+        return dict(self._udp_drops)
+
+    def _apply_udp_drops(self) -> None:
+        if not self._far_ns:
+            raise TestbedError("test bed is not started")
+        if shutil.which("nft") is None:
+            raise TestbedError("`nft` (nftables) is not installed")
+        rules = []
+        for port, probability in sorted(self._udp_drops.items()):
+            per_10k = round(probability * 10_000)
+            if per_10k >= 10_000:
+                rules.append(f"    udp dport {port} counter drop")
+            elif per_10k > 0:
+                rules.append(
+                    f"    udp dport {port} numgen random mod 10000 < {per_10k} counter drop"
+                )
+        # Declaring then deleting the table makes the replacement atomic and idempotent.
+        ruleset = "\n".join(
+            [
+                f"table inet {_NFT_TABLE}",
+                f"delete table inet {_NFT_TABLE}",
+                f"table inet {_NFT_TABLE} {{",
+                "  chain input {",
+                "    type filter hook input priority filter; policy accept;",
+                *rules,
+                "  }",
+                "}",
+                "",
+            ]
+        )
+        _run(["ip", "netns", "exec", self._far_ns, "nft", "-f", "-"], stdin=ruleset)
+
+    def nft_ruleset(self) -> str:
+        """The far namespace's nftables ruleset (for diagnostics)."""
+        return _run(["ip", "netns", "exec", self._far_ns, "nft", "list", "ruleset"])
 
 
 def _close_all(testbeds: Iterable[Testbed]) -> None:

@@ -40,6 +40,7 @@ class PrometheusServer:
         scrape_configs: list[dict[str, Any]] | None = None,
         args: list[str] | None = None,
         global_config: dict[str, Any] | None = None,
+        extra_config: dict[str, Any] | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = _free_port()
@@ -47,6 +48,7 @@ class PrometheusServer:
         self.scrape_configs = scrape_configs or []
         self.args = args or []
         self.global_config = global_config or {"scrape_interval": "1s", "evaluation_interval": "1s"}
+        self.extra_config = extra_config or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "prometheus.log"
 
@@ -54,7 +56,13 @@ class PrometheusServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
         config.write_text(
-            json.dumps({"global": self.global_config, "scrape_configs": self.scrape_configs})
+            json.dumps(
+                {
+                    "global": self.global_config,
+                    "scrape_configs": self.scrape_configs,
+                    **self.extra_config,
+                }
+            )
         )
         argv = [
             PROMETHEUS,
@@ -108,6 +116,15 @@ class PrometheusServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and data (an outage of the receiver)."""
+        self.stop()
+        self.start()
+
+    def query_range_raw(self, expr: str) -> list[dict[str, Any]]:
+        """Raw samples of a range selector such as ``x[10m]`` (instant query of a matrix)."""
+        return self.query(expr)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
