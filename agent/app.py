@@ -107,6 +107,7 @@ class Agent:
     async def stop(self) -> None:
         """Flush the spool, save the counters, release the state folder (after run())."""
         self.pinger.close()
+        self.devices.close()
         self.link.advance(time.monotonic())
         try:
             if self.pusher is not None:

@@ -57,6 +57,8 @@ class DeviceRuntime:
     counters: CounterTracker = field(default_factory=CounterTracker)
     last_uptime: float | None = None
     reboots: int = 0
+    polls_ok: int = 0
+    polls_failed: int = 0
     privacy_dropped: int = 0
 
 
@@ -120,6 +122,12 @@ class DevicePoller:
             seconds = await self._client.warm()
             log.info("SNMP engine ready in %.2fs", seconds)
 
+    def close(self) -> None:
+        """Release the SNMP engine (after run() ended)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     async def run(self) -> None:
         """Poll until cancelled."""
         await self.start()
@@ -153,15 +161,19 @@ class DevicePoller:
         name = runtime.config.name
         runtime.duration = reading.duration
         if not reading.ok:
-            if runtime.up is not False or runtime.error != reading.error:
+            runtime.polls_failed += 1
+            if runtime.up is not False:
                 log.warning(
                     "SNMP device %s (%s) is down: %s", name, runtime.config.address, reading.error
                 )
+            elif runtime.error != reading.error:
+                log.debug("SNMP device %s still down: %s", name, reading.error)
             runtime.up, runtime.error = False, reading.error
             return
         if runtime.up is not True:
             log.info("SNMP device %s answers (%.3fs)", name, reading.duration)
         runtime.up, runtime.error = True, None
+        runtime.polls_ok += 1
         state = profile.extract(reading)
         self._apply(runtime, state)
 

@@ -135,6 +135,9 @@ class AgentCollector:
         reboots = CounterMetricFamily(
             "kipu_device_reboots", "Reboots seen (sysUpTime went back).", labels=["device"]
         )
+        polls = CounterMetricFamily(
+            "kipu_snmp_polls", "SNMP polls by result.", labels=["device", "result"]
+        )
         iface = ["device", "interface"]
         rx = CounterMetricFamily(
             "kipu_interface_receive_bytes",
@@ -167,6 +170,8 @@ class AgentCollector:
                 up.add_metric([name], int(runtime.up))
                 duration.add_metric([name], runtime.duration)
             reboots.add_metric([name], runtime.reboots)
+            polls.add_metric([name, "ok"], runtime.polls_ok)
+            polls.add_metric([name, "error"], runtime.polls_failed)
             state = runtime.state
             if state is None:
                 continue
@@ -215,6 +220,7 @@ class AgentCollector:
             duration,
             uptime,
             reboots,
+            polls,
             rx,
             tx,
             if_up,

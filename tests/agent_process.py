@@ -54,10 +54,12 @@ class AgentProcess:
         prefix: Sequence[str] = (),
         http_get: HttpGet = loopback_get,
         extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.config, self.port, self.log_path = config, port, log
         self.prefix, self.http_get, self.extra_args = list(prefix), http_get, list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env = env or {}
 
     def start(self, wait: bool = True) -> AgentProcess:
         argv = [
@@ -69,7 +71,11 @@ class AgentProcess:
             f"--web.listen-address=127.0.0.1:{self.port}",
             *self.extra_args,
         ]
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            **self.env,
+        }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
         if wait:

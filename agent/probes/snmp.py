@@ -109,6 +109,11 @@ class SnmpClient:
         self._hlapi = hlapi
         self._engine = hlapi.SnmpEngine()
         self._transports: dict[tuple[str, int, float, int], Any] = {}
+        # pysnmp keys SNMPv3 users by name: two devices with one user name but different
+        # keys would overwrite each other in one engine. The first set of keys of a name
+        # uses the shared engine, any other set gets an engine of its own.
+        self._usm_owner: dict[str, Credentials] = {}
+        self._engines: dict[Credentials, Any] = {}
 
     async def warm(self) -> float:
         """Pay the engine's first-use cost before the first real poll; returns seconds.
@@ -125,6 +130,23 @@ class SnmpClient:
             await self.poll(device, ["1.3.6.1.2.1.1.3.0"], ["1.3.6.1.2.1.2.2.1.8"], 1.0)
         self._transports.clear()
         return time.perf_counter() - start
+
+    def close(self) -> None:
+        """Close the engines' sockets."""
+        for engine in (self._engine, *self._engines.values()):
+            engine.close_dispatcher()
+        self._engines.clear()
+        self._transports.clear()
+
+    def _engine_for(self, credentials: Credentials) -> Any:
+        if credentials.user is None:
+            return self._engine
+        owner = self._usm_owner.setdefault(credentials.user, credentials)
+        if owner == credentials:
+            return self._engine
+        if credentials not in self._engines:
+            self._engines[credentials] = self._hlapi.SnmpEngine()
+        return self._engines[credentials]
 
     def _auth(self, credentials: Credentials) -> Any:
         hlapi = self._hlapi
@@ -172,12 +194,13 @@ class SnmpClient:
         found_columns: dict[str, dict[str, Value]] = {c: {} for c in columns}
         try:
             async with asyncio.timeout(deadline):
+                engine = self._engine_for(device.credentials)
                 auth = self._auth(device.credentials)
                 transport = await self._transport(device)
                 if scalars:
-                    found_scalars = await self._get(auth, transport, scalars)
+                    found_scalars = await self._get(engine, auth, transport, scalars)
                 if columns:
-                    await self._walk(auth, transport, list(columns), found_columns)
+                    await self._walk(engine, auth, transport, list(columns), found_columns)
         except TimeoutError:
             error = f"no complete answer within the {deadline:g}s deadline"
             return Reading(device.name, time.perf_counter() - start, error)
@@ -187,11 +210,13 @@ class SnmpClient:
             return Reading(device.name, time.perf_counter() - start, f"{type(err).__name__}: {err}")
         return Reading(device.name, time.perf_counter() - start, None, found_scalars, found_columns)
 
-    async def _get(self, auth: Any, transport: Any, oids: Sequence[str]) -> dict[str, Value]:
+    async def _get(
+        self, engine: Any, auth: Any, transport: Any, oids: Sequence[str]
+    ) -> dict[str, Value]:
         hlapi = self._hlapi
         binds = [hlapi.ObjectType(hlapi.ObjectIdentity(oid)) for oid in oids]
         error, status, _, var_binds = await hlapi.get_cmd(
-            self._engine, auth, transport, hlapi.ContextData(), *binds, lookupMib=False
+            engine, auth, transport, hlapi.ContextData(), *binds, lookupMib=False
         )
         _raise_for(error, status)
         values: dict[str, Value] = {}
@@ -202,7 +227,12 @@ class SnmpClient:
         return values
 
     async def _walk(
-        self, auth: Any, transport: Any, columns: list[str], out: dict[str, dict[str, Value]]
+        self,
+        engine: Any,
+        auth: Any,
+        transport: Any,
+        columns: list[str],
+        out: dict[str, dict[str, Value]],
     ) -> None:
         hlapi = self._hlapi
         cursors = {column: column for column in columns}  # column -> last OID read
@@ -210,7 +240,7 @@ class SnmpClient:
             active = list(cursors)
             binds = [hlapi.ObjectType(hlapi.ObjectIdentity(cursors[c])) for c in active]
             error, status, _, var_binds = await hlapi.bulk_cmd(
-                self._engine,
+                engine,
                 auth,
                 transport,
                 hlapi.ContextData(),
