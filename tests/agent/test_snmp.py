@@ -4,7 +4,7 @@ and Debian's snmpd (v2c and SNMPv3 authPriv)."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pytest_aiohttp import AiohttpClient
@@ -45,7 +45,10 @@ def write_config(tmp_path: Path, devices: str) -> Path:
     return path
 
 
-async def start(aiohttp_client: AiohttpClient, config: Path):  # type: ignore[no-untyped-def]
+Scraper = Callable[[], Awaitable[Scrape]]
+
+
+async def start(aiohttp_client: AiohttpClient, config: Path) -> tuple[Agent, Scraper]:
     agent = Agent(load_config(config), config)
     client = await aiohttp_client(make_app(agent))
 
@@ -56,7 +59,7 @@ async def start(aiohttp_client: AiohttpClient, config: Path):  # type: ignore[no
     return agent, scrape
 
 
-async def wait_up(scrape, devices: Mapping[str, float] | list[str], up: float = 1) -> Scrape:  # type: ignore[no-untyped-def]
+async def wait_up(scrape: Scraper, devices: list[str], up: float = 1) -> Scrape:
     found: list[Scrape] = []
 
     async def ready() -> bool:

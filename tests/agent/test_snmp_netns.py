@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 import textwrap
+import time
 from pathlib import Path
 
 from agent.remote_write import decode
 from agent.spool import Spool
 from tests.agent.test_netns_process import site_agent
-from tests.agent_process import AgentProcess, free_port
+from tests.agent_process import AgentProcess, free_port, loopback_get
 from tests.metrics_util import wait_until
 from tests.support.fixtures import requires_netns, requires_snmpsim
 from tests.support.netns import Testbed
@@ -180,8 +180,6 @@ def test_no_client_address_anywhere(tmp_path: Path, snmpsim: SnmpSim, snmp_data:
             wait_until(lambda: bool(receiver.series("kipu_wifi_unique_clients")), timeout=20)
             receiver.stop()  # let the spool hold data too
             wait_until(lambda: agent.scrape().value("kipu_spool_samples") > 0, timeout=20)
-            from tests.agent_process import loopback_get
-
             _, metrics_text = loopback_get("127.0.0.1", agent.port, "/metrics")
             agent.stop(signal.SIGTERM)
         places = {"metrics": metrics_text.decode(), "log": agent.log()}
