@@ -231,6 +231,7 @@ class Pusher:
         self._retry_at = 0.0  # loop time before which nothing is sent
         self._spooled = asyncio.Event()
         self._inflight: set[int] = set()
+        self._live_id: int | None = None  # the latest snapshot appended: live's to send
         self._hold_until: float | None = None  # loop time; None: draw at the first send
         self._connected: bool | None = None
 
@@ -307,7 +308,8 @@ class Pusher:
     def _append(self, series: dict[Series, float], timestamp_ms: int) -> None:
         if series:
             body = encode_snapshot(series, timestamp_ms)
-            self.spool.append(body, len(series), timestamp_ms, timestamp_ms)
+            record = self.spool.append(body, len(series), timestamp_ms, timestamp_ms)
+            self._live_id = record.id
 
     # -- sending
 
@@ -335,7 +337,7 @@ class Pusher:
             self._spooled.clear()
             await self._wait_turn()
             records = self.spool.newest(1, exclude=self._inflight)
-            if records:
+            if records and records[0].id == self._live_id:
                 await self._send(records, records[0].payload, records[0].samples, "live")
 
     async def _backlog_loop(self) -> None:
@@ -347,23 +349,32 @@ class Pusher:
                 # backlog follows once it is back.
                 await asyncio.sleep(min(1.0, self.config.interval))
                 continue
-            newest = self.spool.newest(1)
-            exclude = self._inflight | {r.id for r in newest}  # the newest is live's
-            records = self._batch(self.spool.oldest(limit, exclude=exclude))
-            if not records:
+            result = await self.drain_once(limit)
+            if result is None:
                 await asyncio.sleep(min(1.0, self.config.interval))
-                continue
-            try:
-                body, samples = merge(records)
-            except ValueError as err:  # a record that cannot be decoded can never be sent
-                log.error("dropping %d spooled snapshots that do not decode: %s", len(records), err)
-                self.spool.ack(r.id for r in records)
-                continue
-            result = await self._send(records, body, samples, "backlog")
-            if result.outcome is Outcome.REJECTED and result.status == 413 and limit > 1:
+            elif result.outcome is Outcome.REJECTED and result.status == 413 and limit > 1:
                 limit = max(1, limit // 2)
             elif result.outcome is Outcome.OK:
                 limit = BATCH_RECORDS
+
+    async def drain_once(self, limit: int = BATCH_RECORDS) -> SendResult | None:
+        """Send the oldest waiting snapshots (up to `limit`) as one request.
+
+        Everything but the latest snapshot, which is live's to send, is the backlog's;
+        not "everything but the newest waiting record": once live has acknowledged its
+        snapshots, the newest waiting record is an old one. None when nothing waits.
+        """
+        exclude = self._inflight | {self._live_id} if self._live_id else self._inflight
+        records = self._batch(self.spool.oldest(limit, exclude=exclude))
+        if not records:
+            return None
+        try:
+            body, samples = merge(records)
+        except ValueError as err:  # a record that cannot be decoded can never be sent
+            log.error("dropping %d spooled snapshots that do not decode: %s", len(records), err)
+            self.spool.ack(r.id for r in records)
+            return None
+        return await self._send(records, body, samples, "backlog")
 
     def _batch(self, records: list[Record]) -> list[Record]:
         batch: list[Record] = []

@@ -250,3 +250,28 @@ def test_stale_nan_is_the_spec_bit_pattern() -> None:
     assert math.isnan(STALE_NAN)
     assert is_stale_marker(STALE_NAN)
     assert not is_stale_marker(float("nan"))
+
+
+async def test_the_backlog_takes_every_record_but_the_latest_snapshot(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    pusher = Pusher(
+        push_config(receiver.url),
+        "site-1",
+        tmp_path,
+        collect_fixed,
+        clock=ClockJudge(settle=0, synced=lambda: True),
+    )
+    pusher.open()
+    for _ in range(5):  # spooled while the uplink was down
+        await pusher.snapshot()
+    await pusher.snapshot()  # the latest snapshot: live sends it and it is acknowledged
+    live = pusher.spool.newest(1)[0]
+    pusher.spool.ack([live.id])
+    # The newest waiting record is now an old one: the backlog must send it too.
+    result = await pusher.drain_once()
+    assert result is not None
+    assert result.outcome.value == "ok"
+    assert pusher.spool.samples == 0
+    assert len(receiver.series("kipu_test_0")) == 5
+    await pusher.close()
