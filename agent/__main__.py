@@ -84,10 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # aiohttp is not needed for the checks above: import it only to serve.
     from agent.app import Agent, serve  # noqa: PLC0415
 
-    agent = Agent(config, args.config_file)
     try:
+        agent = Agent(config, args.config_file)
         asyncio.run(serve(agent, args.listen or config.listen))
-    except (IcmpPermissionError, StateError, OSError) as err:
+    except (IcmpPermissionError, StateError, OSError, ValueError) as err:
         print(f"kipu-agent: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -19,11 +20,13 @@ from agent.devices import DevicePoller
 from agent.link import LinkCounters, LinkState
 from agent.prober import Prober
 from agent.probes.icmp import IcmpPinger
-from agent.push import Pusher
 from agent.schema import ConfigError
 from agent.state import SavedState, StateStore, offline_gap, read_boot_time
 from agent.usage import DailyUniques
 from agent.version import __version__
+
+if TYPE_CHECKING:
+    from agent.push import Pusher
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,9 @@ class Agent:
         self.registry = metrics.make_registry(self)
         self.pusher: Pusher | None = None
         if config.push is not None:
+            # protobuf and cramjam cost memory: load them only when pushing is configured.
+            from agent.push import Pusher  # noqa: PLC0415
+
             registry = self.registry
             self.pusher = Pusher(
                 config.push,
@@ -60,7 +66,6 @@ class Agent:
         self._devices_task: asyncio.Task[None] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._reload_lock = asyncio.Lock()
-        self.started_at = time.time()
 
     def boot_time(self) -> float | None:
         return read_boot_time()

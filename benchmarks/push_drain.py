@@ -108,7 +108,7 @@ class Trace:
     live_latency: list[float] = field(default_factory=list)
 
 
-def instrument(pusher: Pusher, trace: Trace, series_count: int) -> None:
+def instrument(pusher: Pusher, trace: Trace) -> None:
     """Record each request's size and, for live pushes, the snapshot-to-ack latency."""
     original = pusher.client.send
 
@@ -122,8 +122,6 @@ def instrument(pusher: Pusher, trace: Trace, series_count: int) -> None:
             samples = newest[0].samples
             if result.outcome.value == "ok":
                 trace.live_latency.append(time.time() - newest[0].last_ms / 1000)
-        else:
-            samples = len(body)  # replaced below by the caller's count when known
         trace.sent.append(Sent(len(body), samples, lane, result.outcome.value == "ok"))
         return result
 
@@ -133,16 +131,6 @@ def instrument(pusher: Pusher, trace: Trace, series_count: int) -> None:
 async def run(hours: float, series_count: int, live: float, workdir: Path) -> None:
     labels = site_series(series_count)
     series = [normalise_labels({**lbl, "site_id": SITE}) for lbl in labels]
-    config = Push(
-        url="",
-        token_file=None,
-        ca_file=None,
-        interval=live,
-        max_spool=1 << 30,
-        timeout=30.0,
-        spread=0.0,
-        clock_settle=0.0,
-    )
     with PrometheusServer(
         workdir / "prom",
         args=["--web.enable-remote-write-receiver"],
@@ -174,7 +162,7 @@ async def run(hours: float, series_count: int, live: float, workdir: Path) -> No
             clock=ClockJudge(settle=0, synced=lambda: True),
         )
         pusher.open()
-        instrument(pusher, quiet, series_count)
+        instrument(pusher, quiet)
         task = asyncio.create_task(pusher.run())
         await asyncio.sleep(live * 10 + 0.5)
         task.cancel()
@@ -201,7 +189,7 @@ async def run(hours: float, series_count: int, live: float, workdir: Path) -> No
         fill_seconds = time.perf_counter() - fill_started
         backlog_samples = pusher.spool.samples
         busy = Trace()
-        instrument(pusher, busy, series_count)
+        instrument(pusher, busy)
         started = time.perf_counter()
         task = asyncio.create_task(pusher.run())
 

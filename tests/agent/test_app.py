@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -165,3 +167,23 @@ async def test_ipv6_target(aiohttp_client: AiohttpClient, tmp_path: Path) -> Non
 
     await eventually(answered)
     assert (await scrape(client)).value("kipu_link_up") == 1
+
+
+def test_heavy_libraries_load_only_when_configured(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "agent.yaml", tmp_path / "state", TWO)
+    probe = (
+        "import sys\n"
+        "from agent.app import Agent\n"
+        "from agent.config import load_config\n"
+        f"Agent(load_config({str(path)!r}), {str(path)!r})\n"
+        "print(sorted(m for m in ('pysnmp', 'google.protobuf', 'cramjam') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.stdout.strip() == "[]"

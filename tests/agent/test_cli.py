@@ -158,3 +158,15 @@ def test_state_dir_in_use_and_port_in_use(tmp_path: Path) -> None:
 def test_clean_stop_exit_code(tmp_path: Path, sig: int) -> None:
     with agent(tmp_path) as proc:
         assert proc.stop(sig) == 0
+
+
+def test_unreadable_ca_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    path.write_text(
+        path.read_text()
+        + f"push:\n  url: https://127.0.0.1:1/api/v1/write\n  ca_file: {tmp_path / 'no-ca.pem'}\n"
+    )
+    result = run_agent_cli(f"--config.file={path}", f"--web.listen-address=127.0.0.1:{free_port()}")
+    assert result.returncode == 2
+    assert "no-ca.pem" in result.stderr
+    assert "Traceback" not in result.stderr
