@@ -16,16 +16,15 @@ from aiohttp import web
 
 from agent import metrics
 from agent.config import AgentConfig, load_config, split_host_port
-from agent.devices import DevicePoller
 from agent.link import LinkCounters, LinkState
 from agent.prober import Prober
 from agent.probes.icmp import IcmpPinger
 from agent.schema import ConfigError
 from agent.state import SavedState, StateStore, offline_gap, read_boot_time
-from agent.usage import DailyUniques
 from agent.version import __version__
 
 if TYPE_CHECKING:
+    from agent.devices import DevicePoller
     from agent.push import Pusher
 
 log = logging.getLogger(__name__)
@@ -46,9 +45,7 @@ class Agent:
         self.store = StateStore(config.state_dir)
         self.link = LinkState(rule=config.link.up_when, roles={})
         self.prober = Prober(self.pinger, self.link)
-        self.uniques = DailyUniques()
-        config_dir = Path(config_path).parent if config_path is not None else None
-        self.devices = DevicePoller(self.uniques, config_dir=config_dir)
+        self.devices: DevicePoller | None = None  # created when SNMP or WiFi is configured
         self.registry = metrics.make_registry(self)
         self.pusher: Pusher | None = None
         if config.push is not None:
@@ -85,7 +82,7 @@ class Agent:
             if self.pusher is not None:
                 self.pusher.open()
             self.prober.configure(self.config)
-            self.devices.configure(self.config)
+            self._configure_devices(self.config)
             self.save_state()
         except BaseException:
             self.store.close()
@@ -104,7 +101,8 @@ class Agent:
         async with asyncio.TaskGroup() as group:
             self._group = group
             self._prober_task = group.create_task(self.prober.run())
-            self._devices_task = group.create_task(self.devices.run())
+            if self.devices is not None:
+                self._devices_task = group.create_task(self.devices.run())
             group.create_task(self._heartbeat())
             if self.pusher is not None:
                 group.create_task(self.pusher.run())
@@ -112,7 +110,8 @@ class Agent:
     async def stop(self) -> None:
         """Flush the spool, save the counters, release the state folder (after run())."""
         self.pinger.close()
-        self.devices.close()
+        if self.devices is not None:
+            self.devices.close()
         self.link.advance(time.monotonic())
         try:
             if self.pusher is not None:
@@ -163,14 +162,26 @@ class Agent:
         new = dataclasses.replace(new, listen=old.listen, state_dir=old.state_dir, push=old.push)
         self.config = new
         self.prober.configure(new)
-        self.devices.configure(new)
+        self._configure_devices(new)
         if self._group is not None and self._prober_task is not None:
             self._prober_task.cancel()
             self._prober_task = self._group.create_task(self.prober.run())
-        if self._group is not None and self._devices_task is not None:
-            self._devices_task.cancel()
+        if self._group is not None and self.devices is not None:
+            if self._devices_task is not None:
+                self._devices_task.cancel()
             self._devices_task = self._group.create_task(self.devices.run())
         log.info("configuration reloaded: %d targets", len(new.probes.targets))
+
+    def _configure_devices(self, config: AgentConfig) -> None:
+        if self.devices is None and (config.snmp or config.wifi):
+            # SNMP profiles, WiFi sources and the usage counts load only when used.
+            from agent.devices import DevicePoller  # noqa: PLC0415
+            from agent.usage import DailyUniques  # noqa: PLC0415
+
+            config_dir = Path(self.config_path).parent if self.config_path is not None else None
+            self.devices = DevicePoller(DailyUniques(), config_dir=config_dir)
+        if self.devices is not None:
+            self.devices.configure(config)
 
     def healthy(self) -> bool:
         return self._prober_task is not None and not self._prober_task.done()

@@ -16,14 +16,13 @@ from pathlib import Path
 from agent.config import AgentConfig, SnmpDevice, WifiSource
 from agent.counters import CounterTracker, rebooted
 from agent.custom_profile import PRIVACY_DROPPED
+from agent.metrics import LOCAL_DEVICE
 from agent.probes.snmp import Credentials, Device, SnmpClient
 from agent.probes.wifi import read_leases, read_stations
 from agent.profiles import DeviceState, Profile, builtin_or_file
 from agent.usage import DailyUniques
 
 log = logging.getLogger(__name__)
-
-LOCAL_DEVICE = "local"
 
 
 @dataclass(frozen=True)

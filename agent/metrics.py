@@ -19,7 +19,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from agent.devices import LOCAL_DEVICE
 from agent.probes.stats import RTT_BUCKETS
 from agent.version import __version__
 
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from agent.app import Agent
 
 TARGET_LABELS = ["target", "role"]
+LOCAL_DEVICE = "local"  # the `device` label of the agent's own WiFi sources
 Registry = CollectorRegistry
 
 
@@ -121,7 +121,7 @@ class AgentCollector:
 
     def _device_families(self) -> Iterator[Metric]:
         poller = self.agent.devices
-        if not poller.devices and not poller.wifi_sources:
+        if poller is None or (not poller.devices and not poller.wifi_sources):
             return
         up = GaugeMetricFamily(
             "kipu_snmp_up", "Whether the last SNMP poll succeeded.", labels=["device"]

@@ -194,6 +194,7 @@ async def test_snmpd_smoke_v2c_and_v3(
     assert "lo" in interfaces(s, "v2c")
     assert interfaces(s, "v3") == interfaces(s, "v2c")
     await wait_up(scrape, ["badkey"], up=0)
+    assert agent.devices is not None
     runtime = agent.devices.devices["badkey"]
     assert runtime.error is not None
     assert "wrong" in runtime.error.lower() or "digest" in runtime.error.lower()
