@@ -102,6 +102,7 @@ class SnmpClient:
     """Polls devices with one shared engine. Create and use inside the running loop."""
 
     max_repetitions = 25
+    parallel_walks = 3
 
     def __init__(self) -> None:
         import pysnmp.hlapi.v3arch.asyncio as hlapi  # noqa: PLC0415 - only when SNMP is used
@@ -114,6 +115,7 @@ class SnmpClient:
         # uses the shared engine, any other set gets an engine of its own.
         self._usm_owner: dict[str, Credentials] = {}
         self._engines: dict[Credentials, Any] = {}
+        self._rows: dict[tuple[str, str], int] = {}  # rows per (device, column) last poll
 
     async def warm(self) -> float:
         """Pay the engine's first-use cost before the first real poll; returns seconds.
@@ -200,7 +202,25 @@ class SnmpClient:
                 if scalars:
                     found_scalars = await self._get(engine, auth, transport, scalars)
                 if columns:
-                    await self._walk(engine, auth, transport, list(columns), found_columns)
+                    # A few walks at once, so the device works on one request while we
+                    # decode the answer to another (BER decoding in pysnmp is pure
+                    # Python and costs as much as the device's own work).
+                    groups = [
+                        list(columns[i :: self.parallel_walks])
+                        for i in range(min(self.parallel_walks, len(columns)))
+                    ]
+                    async with asyncio.TaskGroup() as walks:
+                        for group in groups:
+                            walks.create_task(
+                                self._walk(
+                                    engine,
+                                    auth,
+                                    transport,
+                                    group,
+                                    found_columns,
+                                    device=device.name,
+                                )
+                            )
         except TimeoutError:
             error = f"no complete answer within the {deadline:g}s deadline"
             return Reading(device.name, time.perf_counter() - start, error)
@@ -233,19 +253,28 @@ class SnmpClient:
         transport: Any,
         columns: list[str],
         out: dict[str, dict[str, Value]],
+        *,
+        device: str = "",
     ) -> None:
         hlapi = self._hlapi
         cursors = {column: column for column in columns}  # column -> last OID read
         while cursors:
             active = list(cursors)
             binds = [hlapi.ObjectType(hlapi.ObjectIdentity(cursors[c])) for c in active]
+            # Ask for no more rows than the table had last time (plus one to see its
+            # end): every row read past the end is decoded for nothing.
+            hints = [self._rows.get((device, c)) for c in active]
+            repetitions = self.max_repetitions
+            if device and all(h is not None for h in hints):
+                remaining = max(h - len(out[c]) for h, c in zip(hints, active, strict=True))  # type: ignore[operator]
+                repetitions = max(1, min(self.max_repetitions, remaining + 1))
             error, status, _, var_binds = await hlapi.bulk_cmd(
                 engine,
                 auth,
                 transport,
                 hlapi.ContextData(),
                 0,
-                self.max_repetitions,
+                repetitions,
                 *binds,
                 lookupMib=False,
             )
@@ -270,6 +299,7 @@ class SnmpClient:
                 cursors[column] = oid
             for column in finished:
                 cursors.pop(column, None)
+                self._rows[(device, column)] = len(out[column])
             if len(var_binds) < len(active):
                 return
 
