@@ -7,10 +7,13 @@ import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from pytest_aiohttp import AiohttpClient
 
 from agent.app import Agent, make_app
 from agent.config import load_config
+from agent.probes.snmp import Credentials, Device, SnmpClient
+from agent.profiles import BUILTIN
 from tests.metrics_util import Scrape, eventually, parse
 from tests.support.snmp import DEFAULT_V3_USER, Snmpd, SnmpSim
 
@@ -199,3 +202,35 @@ async def test_snmpd_smoke_v2c_and_v3(
     assert runtime.error is not None
     assert "wrong" in runtime.error.lower() or "digest" in runtime.error.lower()
     assert agent.healthy()
+
+
+async def test_a_second_poll_reads_no_rows_past_the_table(
+    snmpsim: SnmpSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = SnmpClient()
+    received: list[int] = []
+    original = client._hlapi.bulk_cmd
+
+    async def counting(
+        *args: object, **kwargs: object
+    ) -> tuple[object, object, object, tuple[object, ...]]:
+        answer = await original(*args, **kwargs)
+        received.append(len(answer[3]))
+        return answer  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(client._hlapi, "bulk_cmd", counting)
+    device = Device("r48", "127.0.0.1", snmpsim.port, Credentials(community="router48"), 2.0, 1)
+    profile = BUILTIN["if_mib"]
+    try:
+        first = await client.poll(device, profile.scalars, profile.columns, 10)
+        first_count = sum(received)
+        received.clear()
+        second = await client.poll(device, profile.scalars, profile.columns, 10)
+    finally:
+        client.close()
+    assert first.ok
+    assert second.ok
+    assert first.columns.keys() == second.columns.keys()
+    assert all(len(rows) == 48 for rows in second.columns.values())
+    # 9 columns of 48 rows: the second poll decodes at most one row past each column.
+    assert sum(received) <= 9 * 49 < first_count
