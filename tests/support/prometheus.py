@@ -117,15 +117,6 @@ class PrometheusServer:
             self.proc.kill()
             self.proc.wait(5)
 
-    def restart(self) -> None:
-        """Stop and start again on the same port and data (an outage of the receiver)."""
-        self.stop()
-        self.start()
-
-    def query_range_raw(self, expr: str) -> list[dict[str, Any]]:
-        """Raw samples of a range selector such as ``x[10m]`` (instant query of a matrix)."""
-        return self.query(expr)
-
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
 
