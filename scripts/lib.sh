@@ -28,9 +28,12 @@ apt_need() {
         as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy"
         ours=1
     fi
-    as_root apt-get update -qq
-    as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    [ -z "$ours" ] || as_root rm -f "$policy"
+    local status=0
+    as_root apt-get update -qq || status=$?
+    [ "$status" -ne 0 ] || as_root apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null || status=$?
+    [ -z "$ours" ] || as_root rm -f "$policy"  # never leave services blocked behind us
+    return "$status"
 }
 
 # venv EXTRA: create the virtualenv and install kipu (with an optional extra).
