@@ -112,7 +112,6 @@ class Agent:
         self.pinger.close()
         if self.devices is not None:
             self.devices.close()
-        self.link.advance(time.monotonic())
         try:
             if self.pusher is not None:
                 await self.pusher.close()
@@ -122,21 +121,21 @@ class Agent:
             finally:
                 self.store.close()
 
-    def save_state(self) -> None:
+    def _state_now(self) -> SavedState:
+        """The counters as of now, copied, stamped with the heartbeat."""
         self.link.advance(time.monotonic())
         counters = LinkCounters(**vars(self.link.counters))
-        self.store.save(SavedState(counters, time.time(), read_boot_time()))
+        return SavedState(counters, time.time(), read_boot_time())
+
+    def save_state(self) -> None:
+        self.store.save(self._state_now())
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.config.heartbeat_interval)
             try:
-                self.link.advance(time.monotonic())
-                counters = LinkCounters(**vars(self.link.counters))
-                state = SavedState(counters, time.time(), read_boot_time())
-                # fsync on an SD card can take long: keep it off the loop so reply
-                # timestamps stay exact.
-                await asyncio.to_thread(self.store.save, state)
+                # fsync on an SD card can take long: keep it off the loop.
+                await asyncio.to_thread(self.store.save, self._state_now())
             except Exception:
                 log.exception("cannot save state to %s", self.store.path)
 

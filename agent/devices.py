@@ -8,6 +8,7 @@ changes (up to down, or a different error), not at every poll.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -217,12 +218,10 @@ class DevicePoller:
         runtime.privacy_dropped += dropped
         self.uniques.add(runtime.config.name, state.client_ids)
         # Drop the identifiers now that they are counted: they must not linger.
-        runtime.state = DeviceState(
-            uptime_seconds=state.uptime_seconds,
-            wifi_clients=state.wifi_clients,
-            hotspot_users=state.hotspot_users,
-            dhcp_leases=state.dhcp_leases,
-            capsman_clients=state.capsman_clients,
+        runtime.state = dataclasses.replace(
+            state,
+            interfaces=(),  # kept as views with monotonic counters above
+            client_ids=(),
             custom=tuple(s for s in state.custom if s.name != PRIVACY_DROPPED),
         )
 

@@ -9,7 +9,7 @@ docs/snmp-oids.md for each object and where it is defined.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -290,8 +290,3 @@ def builtin_or_file(name: str, base: Path | None = None) -> Profile:
     if base is not None and not path.is_absolute():
         path = base / path
     return load_profile(path)
-
-
-def all_oids(profile: Profile) -> Iterable[str]:
-    yield from profile.scalars
-    yield from profile.columns

@@ -162,10 +162,9 @@ class Snapshotter:
                 log.debug("series not pushed: %s", err)
                 continue
             current[series] = value
-        for gone in self._previous - current.keys():
-            current[gone] = STALE_NAN
-        self._previous = {s for s, v in current.items() if v is not STALE_NAN}
-        return current
+        gone = self._previous - current.keys()
+        self._previous = set(current)
+        return current | dict.fromkeys(gone, STALE_NAN)
 
 
 def encode_snapshot(series: dict[Series, float], timestamp_ms: int) -> bytes:

@@ -51,6 +51,3 @@ class DailyUniques:
     def count(self, source: str) -> int:
         self._rotate_if_new_day()
         return len(self._seen.get(source, ()))
-
-    def sources(self) -> list[str]:
-        return sorted(self._seen)
