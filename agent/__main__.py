@@ -9,11 +9,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from agent.config import AgentConfig, listen_problem, load_config
+from agent.config import AgentConfig, load_config
 from agent.probes.icmp import IcmpPermissionError
-from agent.schema import ConfigError, json_schema
 from agent.state import StateError
-from agent.version import __version__
+from kipu.config import ConfigError, json_schema
+from kipu.config.checks import listen_problem
+from kipu.version import __version__
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     # aiohttp is not needed for the checks above: import it only to serve.
-    from agent.app import Agent, serve  # noqa: PLC0415
+    from agent.app import Agent, RunLoopEndedError, serve  # noqa: PLC0415
 
     try:
         agent = Agent(config, args.config_file)
@@ -90,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (IcmpPermissionError, StateError, OSError, ValueError) as err:
         print(f"kipu-agent: {err}", file=sys.stderr)
         return 2
+    except RunLoopEndedError as err:
+        print(f"kipu-agent: {err}; exiting so that it is restarted", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
     return 0

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 import signal
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,19 +14,33 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from agent import metrics
-from agent.config import AgentConfig, load_config, split_host_port
-from agent.link import LinkCounters, LinkState
-from agent.prober import Prober
+from agent.config import AgentConfig, load_config
+from agent.link import LinkState
 from agent.probes.icmp import IcmpPinger
-from agent.schema import ConfigError
-from agent.state import SavedState, StateStore, offline_gap, read_boot_time
-from agent.version import __version__
+from agent.snapshots import AgentSnapshot
+from agent.state import OfflineGap, SavedState, StateStore, read_boot_time
+from agent.targets import TargetProber
+from kipu.clock import ClockJudge, Clocks
+from kipu.config import ConfigError
+from kipu.config.checks import split_host_port
+from kipu.supervise import supervised
+from kipu.version import __version__
 
 if TYPE_CHECKING:
-    from agent.devices import DevicePoller
+    from agent.device_poller import DevicePoller
     from agent.push import Pusher
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CLOCK_SETTLE = 600.0
+"""Without push (and so without `push.clock_settle`): trust an unsynchronised clock after
+ten minutes of uptime."""
+ACCOUNTING_TICK = 1.0
+"""How often the heartbeat loop looks whether the clock became trusted."""
+
+
+class RunLoopEndedError(Exception):
+    """The agent's run loop ended by itself: the process must exit and be restarted."""
 
 
 class Agent:
@@ -38,15 +51,21 @@ class Agent:
         config: AgentConfig,
         config_path: str | Path | None = None,
         pinger: IcmpPinger | None = None,
+        *,
+        clocks: Clocks | None = None,
+        clock: ClockJudge | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
+        self.clocks = clocks or Clocks()
+        settle = config.push.clock_settle if config.push else DEFAULT_CLOCK_SETTLE
+        self.clock = clock or ClockJudge(settle=settle)
         self.pinger = pinger or IcmpPinger()
         self.store = StateStore(config.state_dir)
         self.link = LinkState(rule=config.link.up_when, roles={})
-        self.prober = Prober(self.pinger, self.link)
+        self.prober = TargetProber(self.pinger, self.link)
         self.devices: DevicePoller | None = None  # created when SNMP or WiFi is configured
-        self.registry = metrics.make_registry(self)
+        self.registry = metrics.make_registry(self.snapshot)
         self.pusher: Pusher | None = None
         if config.push is not None:
             # protobuf and cramjam cost memory: load them only when pushing is configured.
@@ -57,33 +76,46 @@ class Agent:
                 config.push,
                 config.site_id,
                 config.state_dir,
-                lambda: metrics.snapshot(registry),
+                lambda: metrics.samples(registry),
+                clock=self.clock,
+                clocks=self.clocks,
             )
+        self.failed = asyncio.Event()
+        self._offline: OfflineGap | None = None
+        self._seq = 0
         self._prober_task: asyncio.Task[None] | None = None
         self._devices_task: asyncio.Task[None] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._reload_lock = asyncio.Lock()
 
-    def boot_time(self) -> float | None:
-        return read_boot_time()
+    def snapshot(self) -> AgentSnapshot:
+        """Everything the metrics show, as of now."""
+        devices, local = self.devices.snapshot() if self.devices is not None else ((), None)
+        return AgentSnapshot(
+            version=__version__,
+            boot_time=read_boot_time(),
+            targets=self.prober.snapshot(),
+            link=self.link.snapshot(self.clocks.monotonic()),
+            devices=devices,
+            local_wifi=local,
+            push=self.pusher.snapshot_state() if self.pusher is not None else None,
+        )
 
     async def start(self) -> None:
         """Open the state folder and the ICMP socket; raises when either is impossible."""
-        self.store.open()
+        await asyncio.to_thread(self.store.open)
         try:
-            saved = self.store.load()
-            counters = saved.counters if saved else LinkCounters()
-            gap = offline_gap(saved.heartbeat if saved else None, time.time())
-            if gap > 0:
-                counters.offline_seconds += gap
-                log.warning("agent was not running for %.0f s since its last heartbeat", gap)
-            self.link.counters = counters
+            saved = await asyncio.to_thread(self.store.load)
+            if saved is not None:
+                self.link.counters = dataclasses.replace(saved.counters)
+            self._offline = OfflineGap(saved, self.clocks.monotonic())
+            self._account_offline()
             self.pinger.open()
             if self.pusher is not None:
-                self.pusher.open()
+                await self.pusher.open()
             self.prober.configure(self.config)
             self._configure_devices(self.config)
-            self.save_state()
+            await self.save_state()
         except BaseException:
             self.store.close()
             raise
@@ -97,15 +129,22 @@ class Agent:
         )
 
     async def run(self) -> None:
-        """Run the probing and heartbeat loops until cancelled."""
+        """Run the probing, polling, heartbeat and push loops until cancelled.
+
+        Each loop is supervised: one that fails is logged and started again, so one bad
+        component never stops the others. If this returns or raises anyway, the
+        process must end (`failed` is set by `serve`'s watcher).
+        """
         async with asyncio.TaskGroup() as group:
             self._group = group
-            self._prober_task = group.create_task(self.prober.run())
+            self._prober_task = group.create_task(supervised("probing", self.prober.run))
             if self.devices is not None:
-                self._devices_task = group.create_task(self.devices.run())
-            group.create_task(self._heartbeat())
+                self._devices_task = group.create_task(
+                    supervised("device polling", self.devices.run)
+                )
+            group.create_task(supervised("heartbeat", self._heartbeat))
             if self.pusher is not None:
-                group.create_task(self.pusher.run())
+                group.create_task(supervised("push", self.pusher.run))
 
     async def stop(self) -> None:
         """Flush the spool, save the counters, release the state folder (after run())."""
@@ -117,25 +156,49 @@ class Agent:
                 await self.pusher.close()
         finally:
             try:
-                self.save_state()
+                await self.save_state()
             finally:
                 self.store.close()
 
-    def _state_now(self) -> SavedState:
-        """The counters as of now, copied, stamped with the heartbeat."""
-        self.link.advance(time.monotonic())
-        counters = LinkCounters(**vars(self.link.counters))
-        return SavedState(counters, time.time(), read_boot_time())
+    def _account_offline(self) -> bool:
+        """With the clock trusted, move the heartbeat on and count this start's offline
+        gap (once); True when the gap was counted just now."""
+        offline = self._offline
+        wall = self.clocks.wall()
+        if offline is None or not self.clock.trusted(wall):
+            return False
+        first = offline.gap is None
+        gap = offline.resolve(wall, self.clocks.monotonic())
+        if gap > 0:
+            self.link.counters.offline_seconds += gap
+            log.warning("agent was not running for %.0f s since its last heartbeat", gap)
+        return first
 
-    def save_state(self) -> None:
-        self.store.save(self._state_now())
+    def _state_now(self) -> SavedState:
+        """The counters as of now, copied, with the heartbeat and a sequence number."""
+        self._account_offline()
+        mono = self.clocks.monotonic()
+        self.link.advance(mono)
+        heartbeat, ran = self._offline.heartbeat(mono) if self._offline else (None, 0.0)
+        self._seq += 1
+        counters = dataclasses.replace(self.link.counters)
+        return SavedState(counters, heartbeat, read_boot_time(), ran, self._seq)
+
+    async def save_state(self) -> None:
+        """Save the counters (fsync on an SD card can take long: off the event loop)."""
+        await asyncio.to_thread(self.store.save, self._state_now())
 
     async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_save = loop.time() + self.config.heartbeat_interval
         while True:
-            await asyncio.sleep(self.config.heartbeat_interval)
+            await asyncio.sleep(min(ACCOUNTING_TICK, self.config.heartbeat_interval))
+            resolved = self._account_offline()
+            if not resolved and loop.time() < next_save:
+                continue
+            next_save = loop.time() + self.config.heartbeat_interval
             try:
-                # fsync on an SD card can take long: keep it off the loop.
-                await asyncio.to_thread(self.store.save, self._state_now())
+                await self.save_state()
             except Exception:
                 log.exception("cannot save state to %s", self.store.path)
 
@@ -145,7 +208,7 @@ class Agent:
             return ["no configuration file to reload"]
         async with self._reload_lock:
             try:
-                new = load_config(self.config_path)
+                new = await asyncio.to_thread(load_config, self.config_path)
             except ConfigError as err:
                 for problem in err.problems:
                     log.error("reload refused: %s", problem)
@@ -164,18 +227,20 @@ class Agent:
         self._configure_devices(new)
         if self._group is not None and self._prober_task is not None:
             self._prober_task.cancel()
-            self._prober_task = self._group.create_task(self.prober.run())
+            self._prober_task = self._group.create_task(supervised("probing", self.prober.run))
         if self._group is not None and self.devices is not None:
             if self._devices_task is not None:
                 self._devices_task.cancel()
-            self._devices_task = self._group.create_task(self.devices.run())
+            self._devices_task = self._group.create_task(
+                supervised("device polling", self.devices.run)
+            )
         log.info("configuration reloaded: %d targets", len(new.probes.targets))
 
     def _configure_devices(self, config: AgentConfig) -> None:
         if self.devices is None and (config.snmp or config.wifi):
             # SNMP profiles, WiFi sources and the usage counts load only when used.
-            from agent.devices import DevicePoller  # noqa: PLC0415
-            from agent.usage import DailyUniques  # noqa: PLC0415
+            from agent.daily_uniques import DailyUniques  # noqa: PLC0415
+            from agent.device_poller import DevicePoller  # noqa: PLC0415
 
             config_dir = Path(self.config_path).parent if self.config_path is not None else None
             self.devices = DevicePoller(DailyUniques(), config_dir=config_dir)
@@ -184,6 +249,22 @@ class Agent:
 
     def healthy(self) -> bool:
         return self._prober_task is not None and not self._prober_task.done()
+
+    def watch(self, task: asyncio.Task[None]) -> None:
+        """Set `failed` if the run task ends by itself (not by cancellation)."""
+
+        def ended(done: asyncio.Task[None]) -> None:
+            if done.cancelled():
+                return
+            error = done.exception()
+            log.critical(
+                "the agent's run loop ended (%s); exiting so that the service manager restarts it",
+                f"{type(error).__name__}: {error}" if error else "returned",
+                exc_info=error,
+            )
+            self.failed.set()
+
+        task.add_done_callback(ended)
 
 
 AGENT = web.AppKey("agent", Agent)
@@ -229,7 +310,10 @@ async def _agent_lifecycle(app: web.Application) -> AsyncIterator[None]:
     agent = app[AGENT]
     await agent.start()
     task = asyncio.create_task(agent.run())
+    agent.watch(task)
     yield
+    if agent.pusher is not None:
+        await agent.pusher.stop_sending()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -250,7 +334,8 @@ def make_app(agent: Agent) -> web.Application:
 
 
 async def serve(agent: Agent, listen: str) -> None:
-    """Run until SIGTERM or SIGINT; SIGHUP reloads. Raises if it cannot start."""
+    """Run until SIGTERM or SIGINT; SIGHUP reloads. Raises if it cannot start, and
+    `RunLoopEndedError` when the agent's run loop ended by itself."""
     app = make_app(agent)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -275,10 +360,16 @@ async def serve(agent: Agent, listen: str) -> None:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         try:
-            await stop.wait()
+            stopping = asyncio.ensure_future(stop.wait())
+            failing = asyncio.ensure_future(agent.failed.wait())
+            await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in (stopping, failing):
+                waiter.cancel()
             log.info("stopping")
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
     finally:
         await runner.cleanup()
+    if agent.failed.is_set():
+        raise RunLoopEndedError("the agent's run loop ended")

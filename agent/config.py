@@ -2,61 +2,22 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from agent.schema import ConfigError, Duration, Size, Validated, load_file, setting
-
-SITE_ID_PATTERN = r"[a-z0-9][a-z0-9_.-]*"
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$")
+from kipu.config import ConfigError, Duration, Size, Validated, load_file, setting
+from kipu.config.checks import (
+    NAME_PATTERN,
+    SITE_ID_PATTERN,
+    address_problem,
+    listen_problem,
+    url_problem,
+)
 
 Role = Literal["gateway", "backhaul", "pop", "internet", "other"]
 ROLES: tuple[Role, ...] = ("gateway", "backhaul", "pop", "internet", "other")
-
-
-def split_host_port(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` (all interfaces); ValueError otherwise."""
-    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]*)):(\d{1,5})", text)
-    if not match:
-        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9108 or [::1]:9108)")
-    port = int(match.group(3))
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} is out of range 1-65535")
-    return (match.group(1) or match.group(2) or ""), port
-
-
-def is_ip_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def address_problem(text: str) -> str | None:
-    """Why `text` is neither an IP address nor a host name, or None when it is fine."""
-    if is_ip_address(text) or (_HOSTNAME.match(text) and not text.replace(".", "").isdigit()):
-        return None
-    return f"{text!r} is neither an IP address nor a host name"
-
-
-def listen_problem(text: str) -> str | None:
-    try:
-        split_host_port(text)
-    except ValueError as err:
-        return str(err)
-    return None
-
-
-def _url_problem(text: str) -> str | None:
-    if re.match(r"^https?://[^/\s]+", text):
-        return None
-    return f"{text!r} is not an http:// or https:// URL"
 
 
 @dataclass(frozen=True)
@@ -180,7 +141,7 @@ class WifiSource(Validated):
 class Push:
     """Remote write to the collector, spooled on disk while the uplink is down."""
 
-    url: str = setting(doc="Remote write endpoint (http or https).", check=_url_problem)
+    url: str = setting(doc="Remote write endpoint (http or https).", check=url_problem)
     token_file: Path | None = setting(None, doc="File holding the bearer token.")
     ca_file: Path | None = setting(None, doc="CA bundle for a private CA.")
     interval: Duration = setting(15.0, doc="Snapshot every series this often.", minimum=0.01)
@@ -205,7 +166,10 @@ class AgentConfig(Validated):
     )
     state_dir: Path = setting(Path("/var/lib/kipu"), doc="Counters, heartbeat and spool.")
     heartbeat_interval: Duration = setting(
-        5.0, doc="Counters and heartbeat go to state_dir this often.", minimum=0.01
+        60.0,
+        doc="Counters and heartbeat go to state_dir this often (1,440 writes a day at 1m; "
+        "a power cut loses at most this much up/down time, counted as offline instead).",
+        minimum=0.01,
     )
     probes: Probes = setting(default_factory=Probes, doc="ICMP probing.")
     link: Link = setting(default_factory=Link, doc="Link state.")

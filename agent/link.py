@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from agent.snapshots import LinkSnapshot
+
 UpWhen = str | tuple[str, ...]
 
 
@@ -74,6 +76,14 @@ class LinkState:
             else:
                 self.counters.down_seconds += elapsed
         self._since = now
+
+    def snapshot(self, now: float) -> LinkSnapshot:
+        """The state and counters as of monotonic time `now`."""
+        self.advance(now)
+        c = self.counters
+        return LinkSnapshot(
+            self.up, c.up_seconds, c.down_seconds, c.outages, c.last_change, c.offline_seconds
+        )
 
     def _evaluate(self, now: float, wall: float) -> bool | None:
         self.advance(now)

@@ -1,14 +1,13 @@
 """The agent's metrics: the only module that touches prometheus-client.
 
-`AgentCollector.collect()` builds every family from the agent's current state at
-each scrape, so the series of a removed target disappear with it.
+`AgentCollector.collect()` renders the agent's current `AgentSnapshot` at each scrape,
+so the series of a removed target or a silent device disappear with it. It knows the
+snapshot types only, never the components that produce them.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -20,286 +19,311 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 
 from agent.probes.stats import RTT_BUCKETS
-from agent.version import __version__
-
-if TYPE_CHECKING:
-    from agent.app import Agent
+from agent.snapshots import (
+    LOCAL_DEVICE,
+    AgentSnapshot,
+    DeviceSnapshot,
+    LinkSnapshot,
+    LocalWifiSnapshot,
+    PushSnapshot,
+    TargetSnapshot,
+)
 
 TARGET_LABELS = ["target", "role"]
-LOCAL_DEVICE = "local"  # the `device` label of the agent's own WiFi sources
 Registry = CollectorRegistry
+Source = Callable[[], AgentSnapshot]
 
 
 class AgentCollector:
-    """Exposes an Agent's probes, link and host state."""
+    """Renders the agent's snapshot (from `source`) as metric families."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, source: Source) -> None:
+        self.source = source
 
     def describe(self) -> list[Metric]:
         return []  # the families depend on the configuration: no fixed description
 
     def collect(self) -> Iterator[Metric]:
-        agent = self.agent
+        snap = self.source()
         build = GaugeMetricFamily(
             "kipu_agent_build_info", "kipu-agent version.", labels=["version"]
         )
-        build.add_metric([__version__], 1)
+        build.add_metric([snap.version], 1)
         yield build
-        yield from self._probe_families()
-        yield from self._link_families()
-        yield from self._device_families()
-        yield from self._push_families()
-
-        boot = agent.boot_time()
-        if boot is not None:
+        yield from _probe_families(snap.targets)
+        yield from _link_families(snap.link)
+        yield from _device_families(snap.devices, snap.local_wifi)
+        if snap.push is not None:
+            yield from _push_families(snap.push)
+        if snap.boot_time is not None:
             yield GaugeMetricFamily(
-                "kipu_host_boot_time_seconds", "When the host booted (kernel btime).", value=boot
+                "kipu_host_boot_time_seconds",
+                "When the host booted (kernel btime).",
+                value=snap.boot_time,
             )
 
-    def _probe_families(self) -> Iterator[Metric]:
-        rtt = HistogramMetricFamily(
-            "kipu_probe_rtt_seconds", "ICMP echo round-trip time.", labels=TARGET_LABELS
-        )
-        sent = CounterMetricFamily(
-            "kipu_probe_packets_sent", "ICMP echo requests sent.", labels=TARGET_LABELS
-        )
-        received = CounterMetricFamily(
-            "kipu_probe_packets_received", "ICMP echo replies received.", labels=TARGET_LABELS
-        )
-        jitter = GaugeMetricFamily(
-            "kipu_probe_jitter_seconds",
-            "Smoothed RTT variation (RFC 3550 interarrival jitter).",
-            labels=TARGET_LABELS,
-        )
-        success = GaugeMetricFamily(
-            "kipu_probe_success", "Whether the last probe got a reply.", labels=TARGET_LABELS
-        )
-        for runtime in self.agent.prober.targets.values():
-            labels = [runtime.target.name, runtime.target.role]
-            snap = runtime.stats.snapshot()
-            cumulative, buckets = 0, []
-            for bound, count in zip((*RTT_BUCKETS, float("inf")), snap.bucket_counts, strict=True):
-                cumulative += count
-                buckets.append((_le(bound), cumulative))
-            rtt.add_metric(labels, buckets, snap.rtt_sum)
-            sent.add_metric(labels, snap.sent)
-            received.add_metric(labels, snap.received)
-            jitter.add_metric(labels, snap.jitter)
-            if snap.success is not None:
-                success.add_metric(labels, 1 if snap.success else 0)
-        yield from (rtt, sent, received, jitter, success)
 
-    def _link_families(self) -> Iterator[Metric]:
-        link = self.agent.link
-        link.advance(time.monotonic())
-        counters = link.counters
-        if link.up is not None:
-            yield GaugeMetricFamily(
-                "kipu_link_up", "Whether the link is up (link.up_when holds).", value=int(link.up)
-            )
-        yield CounterMetricFamily(
-            "kipu_link_up_seconds", "Seconds the link was up.", value=counters.up_seconds
-        )
-        yield CounterMetricFamily(
-            "kipu_link_down_seconds", "Seconds the link was down.", value=counters.down_seconds
-        )
-        yield CounterMetricFamily(
-            "kipu_link_outages", "Transitions of the link from up to down.", value=counters.outages
-        )
-        if counters.last_change is not None:
-            yield GaugeMetricFamily(
-                "kipu_link_last_change_timestamp_seconds",
-                "When the link last changed state.",
-                value=counters.last_change,
-            )
-        yield CounterMetricFamily(
-            "kipu_agent_offline_seconds",
-            "Seconds the agent was not running (power cuts, most often).",
-            value=counters.offline_seconds,
-        )
+def _probe_families(targets: tuple[TargetSnapshot, ...]) -> Iterator[Metric]:
+    rtt = HistogramMetricFamily(
+        "kipu_probe_rtt_seconds", "ICMP echo round-trip time.", labels=TARGET_LABELS
+    )
+    sent = CounterMetricFamily(
+        "kipu_probe_packets_sent", "ICMP echo requests sent.", labels=TARGET_LABELS
+    )
+    received = CounterMetricFamily(
+        "kipu_probe_packets_received", "ICMP echo replies received.", labels=TARGET_LABELS
+    )
+    jitter = GaugeMetricFamily(
+        "kipu_probe_jitter_seconds",
+        "Smoothed RTT variation (RFC 3550 interarrival jitter).",
+        labels=TARGET_LABELS,
+    )
+    success = GaugeMetricFamily(
+        "kipu_probe_success", "Whether the last probe got a reply.", labels=TARGET_LABELS
+    )
+    for target in targets:
+        labels = [target.name, target.role]
+        stats = target.stats
+        cumulative, buckets = 0, []
+        for bound, count in zip((*RTT_BUCKETS, float("inf")), stats.bucket_counts, strict=True):
+            cumulative += count
+            buckets.append((_le(bound), cumulative))
+        rtt.add_metric(labels, buckets, stats.rtt_sum)
+        sent.add_metric(labels, stats.sent)
+        received.add_metric(labels, stats.received)
+        jitter.add_metric(labels, stats.jitter)
+        if stats.success is not None:
+            success.add_metric(labels, 1 if stats.success else 0)
+    yield from (rtt, sent, received, jitter, success)
 
-    def _device_families(self) -> Iterator[Metric]:
-        poller = self.agent.devices
-        if poller is None or (not poller.devices and not poller.wifi_sources):
-            return
-        up = GaugeMetricFamily(
-            "kipu_snmp_up", "Whether the last SNMP poll succeeded.", labels=["device"]
-        )
-        duration = GaugeMetricFamily(
-            "kipu_snmp_duration_seconds", "How long the last SNMP poll took.", labels=["device"]
-        )
-        uptime = GaugeMetricFamily(
-            "kipu_device_uptime_seconds", "Device uptime (sysUpTime).", labels=["device"]
-        )
-        reboots = CounterMetricFamily(
-            "kipu_device_reboots", "Reboots seen (sysUpTime went back).", labels=["device"]
-        )
-        polls = CounterMetricFamily(
-            "kipu_snmp_polls", "SNMP polls by result.", labels=["device", "result"]
-        )
-        iface = ["device", "interface"]
-        rx = CounterMetricFamily(
-            "kipu_interface_receive_bytes",
-            "Bytes received, across wraps and reboots.",
-            labels=iface,
-        )
-        tx = CounterMetricFamily(
-            "kipu_interface_transmit_bytes", "Bytes sent, across wraps and reboots.", labels=iface
-        )
-        if_up = GaugeMetricFamily("kipu_interface_up", "ifOperStatus is up.", labels=iface)
-        speed = GaugeMetricFamily(
-            "kipu_interface_speed_bytes", "Interface speed in bytes per second.", labels=iface
-        )
-        clients = GaugeMetricFamily(
-            "kipu_wifi_clients", "WiFi clients associated, per SSID.", labels=["device", "ssid"]
-        )
-        hotspot = GaugeMetricFamily(
-            "kipu_wifi_hotspot_users", "Users logged in to the hotspot.", labels=["device"]
-        )
-        leases = GaugeMetricFamily("kipu_dhcp_leases", "Active DHCP leases.", labels=["device"])
-        capsman = GaugeMetricFamily(
-            "kipu_wifi_capsman_clients", "Clients registered through CAPsMAN.", labels=["device"]
-        )
-        uniques = GaugeMetricFamily(
-            "kipu_wifi_unique_clients", "Distinct WiFi clients seen today.", labels=["device"]
-        )
-        custom: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
-        for name, runtime in poller.devices.items():
-            if runtime.up is not None:
-                up.add_metric([name], int(runtime.up))
-                duration.add_metric([name], runtime.duration)
-            reboots.add_metric([name], runtime.reboots)
-            polls.add_metric([name, "ok"], runtime.polls_ok)
-            polls.add_metric([name, "error"], runtime.polls_failed)
-            state = runtime.state
-            if state is None:
-                continue
-            if state.uptime_seconds is not None:
-                uptime.add_metric([name], state.uptime_seconds)
-            for view in runtime.interfaces:
-                labels = [name, view.name]
-                if view.rx_bytes is not None:
-                    rx.add_metric(labels, view.rx_bytes)
-                if view.tx_bytes is not None:
-                    tx.add_metric(labels, view.tx_bytes)
-                if view.up is not None:
-                    if_up.add_metric(labels, int(view.up))
-                if view.speed_bytes is not None:
-                    speed.add_metric(labels, view.speed_bytes)
-            if state.wifi_clients is not None:
-                for ssid, count in sorted(state.wifi_clients.items()):
-                    clients.add_metric([name, ssid], count)
-                uniques.add_metric([name], poller.uniques.count(name))
-            if state.hotspot_users is not None:
-                hotspot.add_metric([name], state.hotspot_users)
-            if state.dhcp_leases is not None:
-                leases.add_metric([name], state.dhcp_leases)
-            if state.capsman_clients is not None:
-                capsman.add_metric([name], state.capsman_clients)
-            for sample in state.custom:
-                family = custom.get(sample.name)
-                if family is None:
-                    kind = CounterMetricFamily if sample.kind == "counter" else GaugeMetricFamily
-                    family = kind(
-                        sample.name,
-                        sample.help or sample.name,
-                        labels=["device", *(k for k, _ in sample.labels)],
-                    )
-                    custom[sample.name] = family
-                family.add_metric([name, *(v for _, v in sample.labels)], sample.value)
-        if poller.wifi_sources:
-            ssids, local_leases = poller.local_counts()
-            for ssid, count in sorted(ssids.items()):
-                clients.add_metric([LOCAL_DEVICE, ssid], count)
-            if local_leases is not None:
-                leases.add_metric([LOCAL_DEVICE], local_leases)
-            uniques.add_metric([LOCAL_DEVICE], poller.uniques.count(LOCAL_DEVICE))
-        yield from (
-            up,
-            duration,
-            uptime,
-            reboots,
-            polls,
-            rx,
-            tx,
-            if_up,
-            speed,
-            clients,
-            hotspot,
-            leases,
-            capsman,
-            uniques,
-        )
-        yield from custom.values()
 
-    def _push_families(self) -> Iterator[Metric]:
-        pusher = self.agent.pusher
-        if pusher is None:
-            return
-        spool, stats = pusher.spool, pusher.stats
+def _link_families(link: LinkSnapshot) -> Iterator[Metric]:
+    if link.up is not None:
         yield GaugeMetricFamily(
-            "kipu_spool_bytes", "Bytes waiting in the spool.", value=spool.bytes
+            "kipu_link_up", "Whether the link is up (link.up_when holds).", value=int(link.up)
         )
+    yield CounterMetricFamily(
+        "kipu_link_up_seconds", "Seconds the link was up.", value=link.up_seconds
+    )
+    yield CounterMetricFamily(
+        "kipu_link_down_seconds", "Seconds the link was down.", value=link.down_seconds
+    )
+    yield CounterMetricFamily(
+        "kipu_link_outages", "Transitions of the link from up to down.", value=link.outages
+    )
+    if link.last_change is not None:
         yield GaugeMetricFamily(
-            "kipu_spool_samples", "Samples waiting in the spool.", value=spool.samples
+            "kipu_link_last_change_timestamp_seconds",
+            "When the link last changed state.",
+            value=link.last_change,
         )
-        yield CounterMetricFamily(
-            "kipu_spool_dropped_samples",
-            "Samples dropped: spool full (max_spool) or disk full.",
-            value=spool.dropped_samples,
-        )
-        requests = CounterMetricFamily(
-            "kipu_push_requests", "Remote write requests by outcome.", labels=["result"]
-        )
-        for result, count in stats.requests.items():
-            requests.add_metric([result], count)
-        yield requests
-        if stats.last_success is not None:
-            yield GaugeMetricFamily(
-                "kipu_push_last_success_timestamp_seconds",
-                "When a push last succeeded.",
-                value=stats.last_success,
-            )
-        yield CounterMetricFamily(
-            "kipu_push_rejected_samples",
-            "Samples the receiver refused for good (dropped).",
-            value=stats.rejected_samples,
-        )
-        yield CounterMetricFamily(
-            "kipu_push_restamped_samples",
-            "Samples held while the clock was untrusted, then re-stamped.",
-            value=stats.restamped_samples,
-        )
-        yield GaugeMetricFamily(
-            "kipu_push_held_snapshots",
-            "Snapshots held until the clock is trusted.",
-            value=len(pusher.held),
-        )
-        yield CounterMetricFamily(
-            "kipu_push_snapshots", "Snapshots taken for pushing.", value=stats.snapshots
-        )
+    yield CounterMetricFamily(
+        "kipu_agent_offline_seconds",
+        "Seconds the agent was not running (power cuts, most often).",
+        value=link.offline_seconds,
+    )
 
 
-def snapshot(registry: CollectorRegistry) -> list[tuple[dict[str, str], float]]:
+def _device_families(
+    devices: tuple[DeviceSnapshot, ...], local: LocalWifiSnapshot | None
+) -> Iterator[Metric]:
+    if not devices and local is None:
+        return
+    up = GaugeMetricFamily(
+        "kipu_snmp_up", "Whether the last SNMP poll succeeded.", labels=["device"]
+    )
+    duration = GaugeMetricFamily(
+        "kipu_snmp_duration_seconds", "How long the last SNMP poll took.", labels=["device"]
+    )
+    uptime = GaugeMetricFamily(
+        "kipu_device_uptime_seconds", "Device uptime (sysUpTime).", labels=["device"]
+    )
+    reboots = CounterMetricFamily(
+        "kipu_device_reboots", "Reboots seen (sysUpTime went back).", labels=["device"]
+    )
+    polls = CounterMetricFamily(
+        "kipu_snmp_polls", "SNMP polls by result.", labels=["device", "result"]
+    )
+    privacy = CounterMetricFamily(
+        "kipu_snmp_privacy_dropped_series",
+        "Custom-profile series not exported: a label could hold an address.",
+        labels=["device"],
+    )
+    iface = ["device", "interface"]
+    rx = CounterMetricFamily(
+        "kipu_interface_receive_bytes", "Bytes received, across wraps and reboots.", labels=iface
+    )
+    tx = CounterMetricFamily(
+        "kipu_interface_transmit_bytes", "Bytes sent, across wraps and reboots.", labels=iface
+    )
+    if_up = GaugeMetricFamily("kipu_interface_up", "ifOperStatus is up.", labels=iface)
+    speed = GaugeMetricFamily(
+        "kipu_interface_speed_bytes", "Interface speed in bytes per second.", labels=iface
+    )
+    clients = GaugeMetricFamily(
+        "kipu_wifi_clients", "WiFi clients associated, per SSID.", labels=["device", "ssid"]
+    )
+    hotspot = GaugeMetricFamily(
+        "kipu_wifi_hotspot_users", "Users logged in to the hotspot.", labels=["device"]
+    )
+    leases = GaugeMetricFamily("kipu_dhcp_leases", "Active DHCP leases.", labels=["device"])
+    capsman = GaugeMetricFamily(
+        "kipu_wifi_capsman_clients", "Clients registered through CAPsMAN.", labels=["device"]
+    )
+    uniques = GaugeMetricFamily(
+        "kipu_wifi_unique_clients", "Distinct WiFi clients seen today.", labels=["device"]
+    )
+    custom: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+    for device in devices:
+        name = device.name
+        if device.up is not None:
+            up.add_metric([name], int(device.up))
+            duration.add_metric([name], device.duration)
+        reboots.add_metric([name], device.reboots)
+        polls.add_metric([name, "ok"], device.polls_ok)
+        polls.add_metric([name, "error"], device.polls_failed)
+        privacy.add_metric([name], device.privacy_dropped)
+        if device.uptime_seconds is not None:
+            uptime.add_metric([name], device.uptime_seconds)
+        for interface in device.interfaces:
+            labels = [name, interface.name]
+            if interface.rx_bytes is not None:
+                rx.add_metric(labels, interface.rx_bytes)
+            if interface.tx_bytes is not None:
+                tx.add_metric(labels, interface.tx_bytes)
+            if interface.up is not None:
+                if_up.add_metric(labels, int(interface.up))
+            if interface.speed_bytes is not None:
+                speed.add_metric(labels, interface.speed_bytes)
+        if device.wifi_clients is not None:
+            for ssid, count in sorted(device.wifi_clients.items()):
+                clients.add_metric([name, ssid], count)
+        if device.unique_clients is not None:
+            uniques.add_metric([name], device.unique_clients)
+        if device.hotspot_users is not None:
+            hotspot.add_metric([name], device.hotspot_users)
+        if device.dhcp_leases is not None:
+            leases.add_metric([name], device.dhcp_leases)
+        if device.capsman_clients is not None:
+            capsman.add_metric([name], device.capsman_clients)
+        for sample in device.custom:
+            family = custom.get(sample.name)
+            if family is None:
+                kind = CounterMetricFamily if sample.kind == "counter" else GaugeMetricFamily
+                family = kind(
+                    sample.name,
+                    sample.help or sample.name,
+                    labels=["device", *(k for k, _ in sample.labels)],
+                )
+                custom[sample.name] = family
+            family.add_metric([name, *(v for _, v in sample.labels)], sample.value)
+    if local is not None:
+        for ssid, count in sorted(local.clients_per_ssid.items()):
+            clients.add_metric([LOCAL_DEVICE, ssid], count)
+        if local.dhcp_leases is not None:
+            leases.add_metric([LOCAL_DEVICE], local.dhcp_leases)
+        uniques.add_metric([LOCAL_DEVICE], local.unique_clients)
+    yield from (up, duration, uptime, reboots, polls)
+    if devices:
+        yield privacy
+    yield from (rx, tx, if_up, speed, clients, hotspot, leases, capsman, uniques)
+    yield from custom.values()
+
+
+def _push_families(push: PushSnapshot) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "kipu_spool_bytes", "Bytes waiting in the spool.", value=push.spool_bytes
+    )
+    yield GaugeMetricFamily(
+        "kipu_spool_samples", "Samples waiting in the spool.", value=push.spool_samples
+    )
+    yield CounterMetricFamily(
+        "kipu_spool_dropped_samples",
+        "Samples dropped: spool full (max_spool) or disk full.",
+        value=push.spool_dropped_samples,
+    )
+    yield CounterMetricFamily(
+        "kipu_spool_corrupt_records",
+        "Damaged spool records skipped (since the agent started).",
+        value=push.spool_corrupt_records,
+    )
+    requests = CounterMetricFamily(
+        "kipu_push_requests", "Remote write requests by outcome.", labels=["result"]
+    )
+    for result, count in push.requests.items():
+        requests.add_metric([result], count)
+    yield requests
+    if push.last_success is not None:
+        yield GaugeMetricFamily(
+            "kipu_push_last_success_timestamp_seconds",
+            "When a push last succeeded.",
+            value=push.last_success,
+        )
+    yield GaugeMetricFamily(
+        "kipu_push_blocked",
+        "Whether the receiver refuses us (401, 403, 404, 407): data kept, sender paused.",
+        value=int(push.blocked),
+    )
+    if push.clock_offset is not None:
+        yield GaugeMetricFamily(
+            "kipu_agent_clock_offset_seconds",
+            "The agent's clock minus the receiver's (its Date header).",
+            value=push.clock_offset,
+        )
+    yield CounterMetricFamily(
+        "kipu_push_rejected_samples",
+        "Samples the receiver refused on their own (dropped).",
+        value=push.rejected_samples,
+    )
+    yield CounterMetricFamily(
+        "kipu_push_undecodable_records",
+        "Spooled records that could not be decoded (dropped).",
+        value=push.undecodable_records,
+    )
+    yield CounterMetricFamily(
+        "kipu_push_invalid_series",
+        "Series left out of a snapshot: labels remote write cannot carry.",
+        value=push.invalid_series,
+    )
+    yield CounterMetricFamily(
+        "kipu_push_restamped_samples",
+        "Samples held while the clock was untrusted, then re-stamped.",
+        value=push.restamped_samples,
+    )
+    yield GaugeMetricFamily(
+        "kipu_push_held_snapshots",
+        "Snapshots held until the clock is trusted.",
+        value=push.held_snapshots,
+    )
+    yield CounterMetricFamily(
+        "kipu_push_held_dropped_samples",
+        "Samples of held snapshots dropped: more than 12 hours held.",
+        value=push.held_dropped_samples,
+    )
+    yield CounterMetricFamily(
+        "kipu_push_snapshots", "Snapshots taken for pushing.", value=push.snapshots
+    )
+
+
+def samples(registry: CollectorRegistry) -> list[tuple[dict[str, str], float]]:
     """Every sample the registry exposes now, as (labels with __name__, value)."""
-    samples = []
+    found = []
     for family in registry.collect():
         for sample in family.samples:
             if sample.name.endswith("_created"):
                 continue
-            samples.append(({"__name__": sample.name, **sample.labels}, float(sample.value)))
-    return samples
+            found.append(({"__name__": sample.name, **sample.labels}, float(sample.value)))
+    return found
 
 
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
 
 
-def make_registry(agent: Agent) -> CollectorRegistry:
+def make_registry(source: Source) -> CollectorRegistry:
     """A registry with the agent's families and the process's own (CPU, memory)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(AgentCollector(agent))
+    registry.register(AgentCollector(source))
     ProcessCollector(registry=registry)
     return registry
 

@@ -1,150 +1,67 @@
-"""Store-and-forward push: snapshots to the spool, live first, backlog beside it.
+"""Store-and-forward push: snapshots to the spool, sent by the shared lanes.
 
 Every `push.interval` the agent takes a snapshot of every series it exposes, stamps it,
 encodes it as one remote-write body and appends it to the spool, which is synced to
-disk at once (so a power cut loses at most the snapshot being written). Two loops send:
+disk at once (so a power cut loses at most the snapshot being written). The lanes of
+`kipu.lanes` send it: live first (this snapshot alone), the backlog beside it (older
+snapshots merged, oldest first), with the answer rules described there.
 
-- **live** sends the newest snapshot as soon as it is spooled, so the NOC sees a site
-  come back the moment its link does;
-- **backlog** drains everything older, oldest first, merged into batches (one request
-  for up to `BATCH_RECORDS` snapshots: 4x fewer bytes per sample than one by one, which
-  matters on a metered 4G link), in time order per series.
-
-Outcomes follow DESIGN §1: 2xx acknowledges (the records leave the spool); 5xx, 429 and
-network errors are retried with exponential backoff and full jitter, both loops waiting
-out the same delay; other 4xx and Prometheus' "too old sample" are permanent: counted as
-`rejected` and dropped (a 413 first splits the batch). After a boot and after every
-reconnection the backlog waits a random delay up to `push.spread`, so a region whose
-power returns at once does not push all its backlogs at once.
-
-Clocks. Site boxes often lack a real-time clock and start at a wrong time until NTP
-syncs. The rule: a snapshot is stamped at once when the clock is trusted, that is, it
-reads after `CLOCK_FLOOR` (no sample of this release can be older) and either the
-kernel reports it synchronised (adjtimex) or the host has been up for
-`push.clock_settle` without the kernel saying so (a box with no NTP discipline at all).
-Otherwise the snapshot is held in memory with its monotonic time, and when the clock
-becomes trusted it is re-stamped as `now - (monotonic now - monotonic then)` and
-spooled. Re-stamped samples are counted (`kipu_push_restamped_samples_total`); held
-snapshots are bounded (`MAX_HELD`, oldest dropped and counted) and are lost if the power
-goes before the clock is trusted.
+Clocks (`kipu.clock`). A snapshot is stamped at once when the clock is trusted.
+Otherwise it is held in memory with its monotonic time and, once the clock is trusted,
+re-stamped `now - (monotonic now - monotonic then)` and spooled
+(`kipu_push_restamped_samples_total`). While snapshots are held the pusher asks the
+receiver for its clock with an empty request once per interval: an answer whose Date
+agrees with ours within 2 s vouches for our clock. Held snapshots are bounded
+(`MAX_HELD`: 12 hours at 15 s; the oldest are dropped and counted) and are lost if the
+power goes before the clock is trusted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.config import Push
-from agent.remote_write import (
+from agent.snapshots import PushSnapshot
+from kipu.clock import ClockJudge, Clocks
+from kipu.lanes import Lanes, LaneSettings
+from kipu.remote_write.client import RemoteWriteClient, SendResult
+from kipu.remote_write.codec import (
     STALE_NAN,
-    Backoff,
     InvalidLabelsError,
-    Outcome,
-    RemoteWriteClient,
-    SendResult,
     Series,
-    decode,
     encode,
     normalise_labels,
 )
-from agent.spool import Record, Spool
-from agent.version import __version__
+from kipu.spool import Record, Spool
+from kipu.supervise import supervised
+from kipu.version import __version__
 
 log = logging.getLogger(__name__)
 
-CLOCK_FLOOR = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 BATCH_RECORDS = 240  # one hour of 15 s snapshots per backlog request
-BATCH_BYTES = 4 << 20
 MAX_HELD = 2880  # snapshots held while the clock is untrusted: 12 h at 15 s
 SPOOL_DIR = "spool"
+EMPTY_REQUEST = encode({})
+"""A valid request with no series: asks a receiver for its clock without writing."""
 
 Snapshot = list[tuple[dict[str, str], float]]
 
 
-# --- clock --------------------------------------------------------------------------
-
-_STA_UNSYNC = 0x0040
-_TIME_ERROR = 5
-
-
-class _Timex(ctypes.Structure):
-    _fields_ = [
-        ("modes", ctypes.c_uint),
-        ("offset", ctypes.c_long),
-        ("freq", ctypes.c_long),
-        ("maxerror", ctypes.c_long),
-        ("esterror", ctypes.c_long),
-        ("status", ctypes.c_int),
-        ("constant", ctypes.c_long),
-        ("precision", ctypes.c_long),
-        ("tolerance", ctypes.c_long),
-        ("time_sec", ctypes.c_long),
-        ("time_usec", ctypes.c_long),
-        ("tick", ctypes.c_long),
-        ("ppsfreq", ctypes.c_long),
-        ("jitter", ctypes.c_long),
-        ("shift", ctypes.c_int),
-        ("stabil", ctypes.c_long),
-        ("jitcnt", ctypes.c_long),
-        ("calcnt", ctypes.c_long),
-        ("errcnt", ctypes.c_long),
-        ("stbcnt", ctypes.c_long),
-        ("tai", ctypes.c_int),
-        ("padding", ctypes.c_int * 11),
-    ]
-
-
-def kernel_clock_synced() -> bool | None:
-    """Whether the kernel's NTP discipline says the clock is synchronised; None if unknown."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        timex = _Timex()  # modes 0: read only
-        state = libc.adjtimex(ctypes.byref(timex))
-    except (OSError, AttributeError):
-        return None
-    if state < 0:
-        return None
-    return state != _TIME_ERROR and not timex.status & _STA_UNSYNC
-
-
-def host_uptime() -> float:
-    try:
-        with open("/proc/uptime", encoding="ascii") as f:
-            return float(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-@dataclass
-class ClockJudge:
-    """Decides whether the wall clock can stamp samples (see the module docstring)."""
-
-    settle: float = 600.0
-    synced: Callable[[], bool | None] = kernel_clock_synced
-    uptime: Callable[[], float] = host_uptime
-
-    def trusted(self, wall: float) -> bool:
-        if wall < CLOCK_FLOOR:
-            return False
-        return self.synced() is True or self.uptime() >= self.settle
-
-
-# --- snapshots ----------------------------------------------------------------------
-
-
 @dataclass
 class Snapshotter:
-    """Turns the agent's current series into stamped remote-write series.
+    """Turns the agent's current series into remote-write series.
 
     Adds `site_id`, and a stale marker for every series that was in the previous
-    snapshot and is gone now (a removed target or device), as the spec requires.
+    snapshot and is gone now (a removed target, a silent device), as the spec
+    requires. Labels with an empty value are left out (Prometheus treats them as
+    absent); a series whose labels remote write cannot carry is counted in `invalid`.
     """
 
     site_id: str
@@ -171,34 +88,27 @@ def encode_snapshot(series: dict[Series, float], timestamp_ms: int) -> bytes:
     return encode({s: [(timestamp_ms, v)] for s, v in series.items()})
 
 
-def merge(records: Iterable[Record]) -> tuple[bytes, int]:
-    """One body holding every sample of `records`, in time order per series."""
-    merged: dict[Series, list[tuple[int, float]]] = {}
-    for record in records:
-        for series, samples in decode(record.payload).items():
-            merged.setdefault(series, []).extend(samples)
-    for samples in merged.values():
-        samples.sort(key=lambda sample: sample[0])
-    return encode(merged), sum(len(s) for s in merged.values())
+def lane_settings(config: Push) -> LaneSettings:
+    """The agent's lanes: one snapshot per live request, backoff scaled to the interval.
 
-
-# --- the pusher ---------------------------------------------------------------------
-
-
-@dataclass
-class PushStats:
-    """Counters behind the kipu_push_* and kipu_spool_* metrics."""
-
-    requests: dict[str, int] = field(default_factory=lambda: {o.value: 0 for o in Outcome})
-    last_success: float | None = None
-    rejected_samples: int = 0
-    restamped_samples: int = 0
-    held_dropped_samples: int = 0
-    snapshots: int = 0
+    Retries start at the interval (at most 1 s) and grow to 20 intervals (1 s to
+    5 min); while blocked, from 2 intervals (at most 30 s) to 60 (1 s to 15 min).
+    """
+    interval = config.interval
+    return LaneSettings(
+        live_records=1,
+        backlog_records=BATCH_RECORDS,
+        spread=config.spread,
+        retry_base=min(1.0, interval),
+        retry_cap=min(300.0, max(1.0, 20 * interval)),
+        blocked_base=min(30.0, 2 * interval),
+        blocked_cap=min(900.0, max(1.0, 60 * interval)),
+        idle_poll=min(1.0, interval),
+    )
 
 
 class Pusher:
-    """Owns the spool and the remote-write client; runs the three loops."""
+    """Owns the spool, the remote-write client and the lanes; takes the snapshots."""
 
     def __init__(
         self,
@@ -208,15 +118,14 @@ class Pusher:
         collect: Callable[[], Snapshot],
         *,
         clock: ClockJudge | None = None,
+        clocks: Clocks | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.spool = Spool(state_dir / SPOOL_DIR, config.max_spool)
         self.snapshotter = Snapshotter(site_id, collect)
         self.clock = clock or ClockJudge(settle=config.clock_settle)
-        self.rng = rng or random.Random()
-        self.stats = PushStats()
-        self.held: list[tuple[float, dict[Series, float]]] = []
+        self.clocks = clocks or Clocks()
         self.client = RemoteWriteClient(
             config.url,
             token_file=config.token_file,
@@ -224,18 +133,24 @@ class Pusher:
             timeout=config.timeout,
             user_agent=f"kipu-agent/{__version__}",
         )
-        self.backoff = Backoff(
-            base=min(1.0, config.interval), cap=max(2 * config.interval, 1.0), rng=self.rng
+        self.lanes = Lanes(
+            self.spool,
+            self.client,
+            lane_settings(config),
+            name="push",
+            rng=rng,
+            on_answer=self._answered,
         )
-        self._retry_at = 0.0  # loop time before which nothing is sent
-        self._spooled = asyncio.Event()
-        self._inflight: set[int] = set()
-        self._live_id: int | None = None  # the latest snapshot appended: live's to send
-        self._hold_until: float | None = None  # loop time; None: draw at the first send
-        self._connected: bool | None = None
+        self.held: deque[tuple[float, dict[Series, float]]] = deque()
+        self.snapshots = 0
+        self.restamped_samples = 0
+        self.held_dropped_samples = 0
+        self._clock_asked = -float("inf")  # monotonic time of the last clock question
 
-    def open(self) -> None:
-        self.spool.open()
+    async def open(self) -> None:
+        """Open the spool (off the event loop: it reads every segment)."""
+        await asyncio.to_thread(self.spool.open)
+        self.lanes.opened()
         if len(self.spool):
             log.info(
                 "spool holds %d snapshots (%d samples) from before",
@@ -243,18 +158,47 @@ class Pusher:
                 self.spool.samples,
             )
 
+    async def stop_sending(self) -> None:
+        """Let requests on the wire finish (up to the push timeout, at most 5 s) and
+        start no new one: call before cancelling `run`."""
+        await self.lanes.stop(min(5.0, self.config.timeout))
+
     async def close(self) -> None:
         """Flush the spool to disk and close the client (after the loops stopped)."""
+        if self.held:
+            log.warning(
+                "stopping with %d snapshots held for an untrusted clock: they are lost",
+                len(self.held),
+            )
         try:
-            self.spool.close()
+            await asyncio.to_thread(self.spool.close)
         finally:
             await self.client.close()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._snapshot_loop())
-            group.create_task(self._live_loop())
-            group.create_task(self._backlog_loop())
+            group.create_task(supervised("push snapshots", self._snapshot_loop))
+            group.create_task(self.lanes.run())
+
+    def snapshot_state(self) -> PushSnapshot:
+        lanes = self.lanes.snapshot()
+        return PushSnapshot(
+            spool_bytes=self.spool.bytes,
+            spool_samples=self.spool.samples,
+            spool_dropped_samples=self.spool.dropped_samples,
+            spool_corrupt_records=self.spool.corrupt_records,
+            requests=lanes.requests,
+            rejected_samples=lanes.rejected_samples,
+            undecodable_records=lanes.undecodable_records,
+            last_success=lanes.last_success,
+            blocked=lanes.blocked,
+            clock_offset=lanes.clock_offset,
+            snapshots=self.snapshots,
+            restamped_samples=self.restamped_samples,
+            held_snapshots=len(self.held),
+            held_dropped_samples=self.held_dropped_samples,
+            invalid_series=self.snapshotter.invalid,
+        )
 
     # -- snapshots
 
@@ -272,158 +216,53 @@ class Pusher:
             await asyncio.sleep(next_at - now)
 
     async def snapshot(self) -> None:
-        """Take, stamp (or hold) and spool one snapshot, then sync the spool."""
-        wall, mono = time.time(), time.monotonic()
-        series = self.snapshotter.take()
-        self.stats.snapshots += 1
-        if not self.clock.trusted(wall):
-            if not self.held:
+        """Take one snapshot; stamp and spool it (with any held ones) once the clock is
+        trusted, else hold it and ask the receiver for its clock."""
+        self.held.append((self.clocks.monotonic(), self.snapshotter.take()))
+        self.snapshots += 1
+        if len(self.held) > MAX_HELD:
+            _, dropped = self.held.popleft()
+            self.held_dropped_samples += len(dropped)
+        if not self.clock.trusted(self.clocks.wall()):
+            if len(self.held) == 1:
                 log.warning(
                     "clock not trusted yet (reads %s): holding snapshots",
-                    time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(wall)),
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.clocks.wall())),
                 )
-            self.held.append((mono, series))
-            if len(self.held) > MAX_HELD:
-                _, dropped = self.held.pop(0)
-                self.stats.held_dropped_samples += len(dropped)
-            return
-        if self.held:
-            self._release_held(wall, mono)
-        self._append(series, int(wall * 1000))
-        await asyncio.to_thread(self.spool.sync)
-        self._spooled.set()
-
-    def _release_held(self, wall: float, mono: float) -> None:
-        count = 0
-        for then, series in self.held:
-            self._append(series, int((wall - (mono - then)) * 1000))
-            count += len(series)
-        log.warning(
-            "clock trusted: %d held snapshots re-stamped (%d samples)", len(self.held), count
-        )
-        self.stats.restamped_samples += count
-        self.held.clear()
-
-    def _append(self, series: dict[Series, float], timestamp_ms: int) -> None:
-        if series:
-            body = encode_snapshot(series, timestamp_ms)
-            record = self.spool.append(body, len(series), timestamp_ms, timestamp_ms)
-            self._live_id = record.id
-
-    # -- sending
-
-    def _spread(self) -> None:
-        """Hold both lanes for a random part of `push.spread` (after boot, reconnection)."""
-        delay = self.rng.uniform(0, self.config.spread)
-        self._hold_until = asyncio.get_running_loop().time() + delay
-        if delay > 0:
-            log.info("pushing in %.1fs, to spread the load of a region coming back", delay)
-
-    async def _wait_turn(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._hold_until is None:
-            self._spread()
-        while True:
-            assert self._hold_until is not None
-            delay = max(self._retry_at, self._hold_until) - loop.time()
-            if delay <= 0:
+            await self._ask_receiver_clock()
+            if not self.clock.trusted(self.clocks.wall()):
                 return
-            await asyncio.sleep(delay)
+        records = self._spool_held()
+        await asyncio.to_thread(self.spool.sync)
+        self.lanes.notify(records)
 
-    async def _live_loop(self) -> None:
-        while True:
-            await self._spooled.wait()
-            self._spooled.clear()
-            await self._wait_turn()
-            records = self.spool.newest(1, exclude=self._inflight)
-            if records and records[0].id == self._live_id:
-                await self._send(records, records[0].payload, records[0].samples, "live")
-
-    async def _backlog_loop(self) -> None:
-        limit = BATCH_RECORDS
-        while True:
-            await self._wait_turn()
-            if self._connected is False:
-                # Live first: only the newest snapshot probes a lost receiver; the
-                # backlog follows once it is back.
-                await asyncio.sleep(min(1.0, self.config.interval))
-                continue
-            result = await self.drain_once(limit)
-            if result is None:
-                await asyncio.sleep(min(1.0, self.config.interval))
-            elif result.outcome is Outcome.REJECTED and result.status == 413 and limit > 1:
-                limit = max(1, limit // 2)
-            elif result.outcome is Outcome.OK:
-                limit = BATCH_RECORDS
-
-    async def drain_once(self, limit: int = BATCH_RECORDS) -> SendResult | None:
-        """Send the oldest waiting snapshots (up to `limit`) as one request.
-
-        Everything but the latest snapshot, which is live's to send, is the backlog's;
-        not "everything but the newest waiting record": once live has acknowledged its
-        snapshots, the newest waiting record is an old one. None when nothing waits.
-        """
-        exclude = self._inflight | {self._live_id} if self._live_id else self._inflight
-        records = self._batch(self.spool.oldest(limit, exclude=exclude))
-        if not records:
-            return None
-        try:
-            body, samples = merge(records)
-        except ValueError as err:  # a record that cannot be decoded can never be sent
-            log.error("dropping %d spooled snapshots that do not decode: %s", len(records), err)
-            self.spool.ack(r.id for r in records)
-            return None
-        return await self._send(records, body, samples, "backlog")
-
-    def _batch(self, records: list[Record]) -> list[Record]:
-        batch: list[Record] = []
-        size = 0
-        for record in records:
-            if batch and size + len(record.payload) > BATCH_BYTES:
-                break
-            batch.append(record)
-            size += len(record.payload)
-        return batch
-
-    async def _send(
-        self, records: list[Record], body: bytes, samples: int, lane: str
-    ) -> SendResult:
-        ids = [r.id for r in records]
-        self._inflight.update(ids)
-        try:
-            result = await self.client.send(body)
-        finally:
-            self._inflight.difference_update(ids)
-        self.stats.requests[result.outcome.value] += 1
-        loop = asyncio.get_running_loop()
-        if result.outcome is Outcome.OK:
-            self.spool.ack(ids)
-            self.stats.last_success = time.time()
-            self.backoff.reset()
-            if self._connected is False:
-                log.info("push: receiver reachable again; %d snapshots to drain", len(self.spool))
-                self._spread()
-            self._connected = True
-        elif result.outcome is Outcome.RETRY:
-            delay = self.backoff.next_delay(result.retry_after)
-            self._retry_at = loop.time() + delay
-            if self._connected is not False:
-                log.warning(
-                    "push failed (%s), retrying with backoff; samples stay spooled", result.detail
-                )
-            self._connected = False
-        elif result.status == 413 and len(records) > 1:
+    def _spool_held(self) -> list[Record]:
+        """Stamp every held snapshot by the (now trusted) clock and append it."""
+        wall, mono = self.clocks.wall(), self.clocks.monotonic()
+        records = []
+        for then, series in self.held:
+            if series:
+                stamp = int((wall - (mono - then)) * 1000)
+                body = encode_snapshot(series, stamp)
+                records.append(self.spool.append(body, len(series), stamp, stamp))
+        # All but the snapshot just taken waited for the clock.
+        waited = list(self.held)[:-1]
+        if waited:
+            restamped = sum(len(series) for _, series in waited)
             log.warning(
-                "push %s: %d snapshots too large for the receiver, splitting", lane, len(records)
+                "clock trusted: %d held snapshots re-stamped (%d samples)", len(waited), restamped
             )
-        else:
-            self.spool.ack(ids)
-            self.stats.rejected_samples += samples
-            log.error(
-                "push %s rejected, %d samples dropped: %s %s",
-                lane,
-                samples,
-                result.status,
-                result.detail,
-            )
-        return result
+            self.restamped_samples += restamped
+        self.held.clear()
+        return records
+
+    async def _ask_receiver_clock(self) -> None:
+        now = self.clocks.monotonic()
+        if now - self._clock_asked < self.config.interval:
+            return
+        self._clock_asked = now
+        await self.lanes.probe(EMPTY_REQUEST)
+
+    def _answered(self, result: SendResult) -> None:
+        if self.lanes.clock_offset is not None:
+            self.clock.observe_receiver(self.lanes.clock_offset)

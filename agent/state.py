@@ -2,10 +2,18 @@
 
 One small JSON file, replaced atomically (write, fsync, rename, fsync the folder) every
 `heartbeat_interval` and at a clean stop. A power cut therefore loses at most one
-interval of counting, and the file is always either the old or the new version.
-The heartbeat is the wall-clock time of the last save: on start, the gap since it is
-time the agent was not running (a power cut, most often) and goes to
-`kipu_agent_offline_seconds_total`.
+interval of counting, and the file is always either the old or the new version. Saves
+are ordered by a sequence number taken when their state was read, never by the wall
+clock, so an NTP step back cannot block them and a late save cannot undo a newer one.
+
+The heartbeat is the time of the last save by a *trusted* clock (`kipu.clock`): on
+start, the gap since it is time the agent was not running (a power cut, most often)
+and goes to `kipu_agent_offline_seconds_total`. A box without a real-time clock starts
+with a wrong clock, so the gap is computed only once the clock is trusted, from the
+monotonic time elapsed since the start (`OfflineGap`). While the clock is untrusted a
+save keeps the last trusted heartbeat and adds the seconds run since then
+(`untrusted_run`), so a second power cut before the clock is trusted is still counted,
+and the time the agent did run is not.
 """
 
 from __future__ import annotations
@@ -37,14 +45,17 @@ class StateError(Exception):
 @dataclass(frozen=True)
 class SavedState:
     counters: LinkCounters
-    heartbeat: float | None  # wall-clock seconds of the save
+    heartbeat: float | None  # wall-clock seconds of the last save with a trusted clock
     boot_time: float | None  # the host's boot time when saved
+    untrusted_run: float = 0.0  # seconds the agent ran after `heartbeat`, clock untrusted
+    seq: int = 0  # orders saves within one run (not stored)
 
 
 def encode(state: SavedState) -> bytes:
     document = {
         "format": FORMAT,
         "heartbeat": state.heartbeat,
+        "untrusted_run": state.untrusted_run,
         "boot_time": state.boot_time,
         "counters": asdict(state.counters),
     }
@@ -75,6 +86,7 @@ def decode(data: bytes) -> SavedState:
         counters,
         _optional_number(document, "heartbeat"),
         _optional_number(document, "boot_time"),
+        _number(document, "untrusted_run", 0.0),
     )
 
 
@@ -89,11 +101,54 @@ def _optional_number(raw: dict[str, Any], name: str) -> float | None:
     return None if raw.get(name) is None else _number(raw, name, 0.0)
 
 
-def offline_gap(heartbeat: float | None, now: float) -> float:
-    """Seconds since the last heartbeat; 0 when unknown or when the clock went back."""
-    if heartbeat is None or now <= heartbeat:
+def offline_gap(heartbeat: float | None, started: float, ran: float = 0.0) -> float:
+    """Seconds not running between the last heartbeat and a start at wall time `started`.
+
+    `ran` is how long the agent ran after that heartbeat without a trusted clock. 0
+    when unknown or when the clock went back.
+    """
+    if heartbeat is None:
         return 0.0
-    return now - heartbeat
+    return max(0.0, started - heartbeat - ran)
+
+
+@dataclass
+class OfflineGap:
+    """The offline time of this start, resolved once the clock is trusted. Pure.
+
+    `saved` is the state found at start (None: the first start ever), `started` the
+    monotonic time of the start.
+    """
+
+    saved: SavedState | None
+    started: float
+    gap: float | None = None  # None until resolved
+    _trusted_wall: float | None = None  # the last heartbeat by a trusted clock...
+    _trusted_mono: float = 0.0  # ...and the monotonic time it was taken at
+
+    def resolve(self, wall: float, mono: float) -> float:
+        """With the clock trusted now (`wall`, `mono`): the gap to count, once; then 0."""
+        self._trusted_wall, self._trusted_mono = wall, mono
+        if self.gap is not None:
+            return 0.0
+        saved = self.saved
+        started_wall = wall - (mono - self.started)
+        self.gap = (
+            0.0
+            if saved is None
+            else offline_gap(saved.heartbeat, started_wall, saved.untrusted_run)
+        )
+        return self.gap
+
+    def heartbeat(self, mono: float) -> tuple[float | None, float]:
+        """What a save made now records: the last trusted heartbeat and the run since."""
+        if self._trusted_wall is not None:
+            return self._trusted_wall, max(0.0, mono - self._trusted_mono)
+        saved = self.saved
+        ran = max(0.0, mono - self.started)
+        if saved is None:
+            return None, ran
+        return saved.heartbeat, saved.untrusted_run + ran
 
 
 def read_boot_time(path: str = "/proc/stat") -> float | None:
@@ -117,7 +172,7 @@ class StateStore:
         self._lock: IO[bytes] | None = None
         # The heartbeat saves from a worker thread; a stop may save at the same time.
         self._saving = threading.Lock()
-        self._saved_heartbeat = 0.0
+        self._saved_seq = -1
 
     def open(self) -> None:
         """Create the folder if needed and take its lock; StateError if impossible."""
@@ -167,10 +222,10 @@ class StateStore:
         with self._saving:
             # A heartbeat save still running in its thread after a stop's final save
             # must not put older counters back.
-            if state.heartbeat is not None and state.heartbeat < self._saved_heartbeat:
+            if state.seq < self._saved_seq:
                 return
             self._save(state)
-            self._saved_heartbeat = state.heartbeat or 0.0
+            self._saved_seq = state.seq
 
     def _save(self, state: SavedState) -> None:
         tmp = self.path.with_name(f".{STATE_FILE}.tmp")

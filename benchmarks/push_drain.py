@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.config import Push
-from agent.push import ClockJudge, Pusher, encode_snapshot
-from agent.remote_write import SendResult, Series, normalise_labels
+from agent.push import Pusher, encode_snapshot
+from kipu.clock import ClockJudge
+from kipu.remote_write.client import SendResult
+from kipu.remote_write.codec import Series, normalise_labels
 from tests.support.prometheus import PrometheusServer, prometheus_missing
 
 SITE = "jun-0123"
@@ -161,7 +163,7 @@ async def run(hours: float, series_count: int, live: float, workdir: Path) -> No
             collect,
             clock=ClockJudge(settle=0, synced=lambda: True),
         )
-        pusher.open()
+        await pusher.open()
         instrument(pusher, quiet)
         task = asyncio.create_task(pusher.run())
         await asyncio.sleep(live * 10 + 0.5)
@@ -174,7 +176,7 @@ async def run(hours: float, series_count: int, live: float, workdir: Path) -> No
         pusher = Pusher(
             config, SITE, workdir / "site", collect, clock=ClockJudge(settle=0, synced=lambda: True)
         )
-        pusher.open()
+        await pusher.open()
         now_ms = int(time.time() * 1000)
         snapshots = int(hours * 3600 / 15)
         fill_started = time.perf_counter()

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.spool import Spool
+from kipu.spool import Spool
 
 SAMPLES = 100
 PAYLOAD = 4096

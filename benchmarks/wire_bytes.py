@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from agent.probes.stats import RTT_BUCKETS
-from agent.remote_write import PROTOCOL_VERSION, Sample, Series, encode, normalise_labels, serialize
+from kipu.remote_write.client import PROTOCOL_VERSION
+from kipu.remote_write.codec import Sample, Series, encode, normalise_labels, serialize
 
 INTERVAL_S = 15
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from agent.version import __version__
+from kipu.version import __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

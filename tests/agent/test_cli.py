@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.state import STATE_FILE
-from agent.version import __version__
+from kipu.version import __version__
 from tests.agent_process import AgentProcess, free_port, loopback_post, run_agent_cli
 from tests.metrics_util import wait_until
 

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from agent.__main__ import config_schema
-from agent.config import AgentConfig, load_config, split_host_port
-from agent.schema import ConfigError, Problem, format_duration, parse_duration, parse_size
+from agent.config import AgentConfig, load_config
+from kipu.config import ConfigError, Problem, format_duration, parse_duration, parse_size
+from kipu.config.checks import split_host_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

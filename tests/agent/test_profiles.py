@@ -6,29 +6,30 @@ from pathlib import Path
 
 import pytest
 
-from agent import profiles as p
-from agent.custom_profile import PRIVACY_DROPPED, load_profile, looks_like_address
 from agent.probes.snmp import Reading
-from agent.schema import ConfigError
+from agent.profiles import builtin as p
+from agent.profiles import model
+from agent.profiles.custom import PRIVACY_DROPPED, load_profile, looks_like_address
+from kipu.config import ConfigError
 
 
 def cols(mapping: dict[str, dict[str, object]]) -> Reading:
-    return Reading("dev", 0.01, None, {p.SYS_UPTIME: 123456}, mapping)  # type: ignore[arg-type]
+    return Reading("dev", 0.01, None, {model.SYS_UPTIME: 123456}, mapping)  # type: ignore[arg-type]
 
 
 def test_if_mib_prefers_64_bit_counters_and_if_name() -> None:
     state = p.BUILTIN["if_mib"].extract(
         cols(
             {
-                p.IF_NAME: {"1": b"ether1", "2": b""},
-                p.IF_DESCR: {"1": b"ether1 desc", "2": b"wlan1"},
-                p.IF_HC_IN_OCTETS: {"1": 10**12},
-                p.IF_HC_OUT_OCTETS: {"1": 5 * 10**11},
-                p.IF_IN_OCTETS: {"1": 1, "2": 4_000_000_000},
-                p.IF_OUT_OCTETS: {"1": 2, "2": 3_000_000_000},
-                p.IF_OPER_STATUS: {"1": 1, "2": 2},
-                p.IF_HIGH_SPEED: {"1": 1000, "2": 0},
-                p.IF_SPEED: {"1": 4294967295, "2": 54_000_000},
+                model.IF_NAME: {"1": b"ether1", "2": b""},
+                model.IF_DESCR: {"1": b"ether1 desc", "2": b"wlan1"},
+                model.IF_HC_IN_OCTETS: {"1": 10**12},
+                model.IF_HC_OUT_OCTETS: {"1": 5 * 10**11},
+                model.IF_IN_OCTETS: {"1": 1, "2": 4_000_000_000},
+                model.IF_OUT_OCTETS: {"1": 2, "2": 3_000_000_000},
+                model.IF_OPER_STATUS: {"1": 1, "2": 2},
+                model.IF_HIGH_SPEED: {"1": 1000, "2": 0},
+                model.IF_SPEED: {"1": 4294967295, "2": 54_000_000},
             }
         )
     )
@@ -52,7 +53,7 @@ def test_mikrotik_clients_per_ssid_hotspot_and_station_ids() -> None:
             "mt",
             0.01,
             None,
-            {p.SYS_UPTIME: 100, p.MT_DHCP_LEASES: 21, p.MT_CAPSMAN_COUNT: 0},
+            {model.SYS_UPTIME: 100, p.MT_DHCP_LEASES: 21, p.MT_CAPSMAN_COUNT: 0},
             {
                 p.MT_AP_SSID: {"5": b"WiFi-Gratis-Plaza", "6": b"IE-30012-Docentes"},
                 p.MT_AP_CLIENTS: {"5": 14, "6": 3},

@@ -76,7 +76,7 @@ def test_receiver_outage_loses_nothing(tmp_path: Path) -> None:
             wait_until(lambda: agent.scrape().value("kipu_spool_samples") == 0, timeout=60)
             counter = samples(prom, 'kipu_push_snapshots_total{site_id="push-0001"}[10m]')
             build = samples(prom, 'kipu_agent_build_info{site_id="push-0001"}[10m]')
-        assert "push failed" in agent.log()
+        assert "retrying with backoff, the data stays spooled" in agent.log()
 
     values = [v for _, v in counter]
     # Snapshot n carries the count of snapshots before it: 0, 1, 2, ... with no gap,

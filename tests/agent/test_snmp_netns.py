@@ -9,8 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from agent.remote_write import decode
-from agent.spool import Spool
+from kipu.remote_write.codec import decode
+from kipu.spool import Spool
 from tests.agent.test_netns_process import site_agent
 from tests.agent_process import AgentProcess, free_port, loopback_get
 from tests.metrics_util import wait_until

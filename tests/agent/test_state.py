@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -110,9 +111,24 @@ def test_boot_time(tmp_path: Path) -> None:
 def test_an_older_save_never_replaces_a_newer_one(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     store.open()
-    newer = sample()
-    older = SavedState(LinkCounters(up_seconds=1.0), heartbeat=newer.heartbeat - 5, boot_time=None)  # type: ignore[operator]
+    newer = dataclasses.replace(sample(), seq=7)
+    # Taken earlier (a lower sequence number), saved later, with a clock that went
+    # forward in between: still older.
+    older = SavedState(LinkCounters(up_seconds=1.0), heartbeat=2e9, boot_time=None, seq=6)
     store.save(newer)
     store.save(older)
-    assert store.load() == newer
+    assert store.load() == dataclasses.replace(newer, seq=0)  # the number is not stored
+    store.close()
+
+
+def test_saves_are_ordered_by_sequence_not_by_the_clock(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open()
+    first = dataclasses.replace(sample(), seq=1)
+    assert first.heartbeat is not None
+    # NTP stepped the clock back an hour: the next save must still be written.
+    stepped_back = dataclasses.replace(sample(), heartbeat=first.heartbeat - 3600, seq=2)
+    store.save(first)
+    store.save(stepped_back)
+    assert store.load() == dataclasses.replace(stepped_back, seq=0)
     store.close()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
 from aiohttp import web
 
-from agent.remote_write import Series, decode
+from kipu.remote_write.codec import Series, decode
 
 
 @dataclass
@@ -30,28 +31,39 @@ class Answer:
 
 @dataclass(frozen=True)
 class Request:
-    """One request as the receiver saw it."""
+    """One request as the receiver saw it (`status` is what it answered)."""
 
     status: int
     samples: int
     oldest_ms: int
     newest_ms: int
     headers: dict[str, str]
+    at: float = 0.0  # monotonic time it arrived
 
 
-def _always_204(samples: int) -> Answer:
+@dataclass(frozen=True)
+class Incoming:
+    """What the answer function sees of a request before answering it."""
+
+    samples: int
+    oldest_ms: int
+    newest_ms: int
+    headers: dict[str, str]
+
+
+def _always_204(request: Incoming) -> Answer:
     return Answer()
 
 
 class Receiver:
     """Remote-write receiver on 127.0.0.1.
 
-    `answer(samples)` decides each response from the number of samples in the request
-    (default: 204). Samples of 2xx answers are kept.
+    `answer(incoming)` decides each response from the request's samples, timestamps and
+    headers (default: 204). Samples of 2xx answers are kept.
     """
 
     def __init__(self) -> None:
-        self.answer: Callable[[int], Answer] = _always_204
+        self.answer: Callable[[Incoming], Answer] = _always_204
         self.samples: list[tuple[Series, int, float]] = []
         self.requests: list[Request] = []
         self.lock = threading.Lock()
@@ -65,16 +77,18 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}/api/v1/write"
 
     async def _handle(self, request: web.Request) -> web.Response:
+        arrived = time.monotonic()
         body = await request.read()
         decoded = decode(body)
         points = [(s, t, v) for s, samples in decoded.items() for t, v in samples]
-        answer = self.answer(len(points))
+        times = [t for _, t, _ in points] or [0]
+        headers = dict(request.headers)
+        answer = self.answer(Incoming(len(points), min(times), max(times), headers))
         if answer.delay:
             await asyncio.sleep(answer.delay)
-        times = [t for _, t, _ in points] or [0]
         with self.lock:
             self.requests.append(
-                Request(answer.status, len(points), min(times), max(times), dict(request.headers))
+                Request(answer.status, len(points), min(times), max(times), headers, arrived)
             )
             if 200 <= answer.status < 300:
                 self.samples.extend(points)

@@ -30,19 +30,19 @@ from pathlib import Path
 from typing import Literal
 
 from agent.probes.snmp import Reading, Value
-from agent.profiles import (
+from agent.profiles.model import (
     IF_MIB_COLUMNS,
     IF_MIB_SCALARS,
-    CustomSample,
     DeviceState,
     Profile,
-    _clients_by_ssid,
+    clients_by_ssid,
     interfaces,
     number,
     text,
     uptime,
 )
-from agent.schema import Validated, load_file, setting
+from agent.snapshots import CustomSample
+from kipu.config import Validated, load_file, setting
 
 OID_PATTERN = r"[0-9]+(\.[0-9]+)+"
 METRIC_PATTERN = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -154,7 +154,7 @@ def _wifi(wifi: CustomWifi, reading: Reading) -> dict[str, int]:
     if is_scalar(wifi.clients):
         count = number(reading.scalars.get(wifi.clients))
         return {text(reading.scalars.get(wifi.ssid)): count or 0}
-    return _clients_by_ssid(
+    return clients_by_ssid(
         reading.columns.get(wifi.ssid, {}), reading.columns.get(wifi.clients, {})
     )
 

@@ -1,4 +1,4 @@
 """Protobuf messages of Prometheus remote write 1.0 (`remote.proto`, generated `remote_pb2`).
 
-Only `agent.remote_write` imports the generated code.
+Only `kipu.remote_write.codec` imports the generated code.
 """

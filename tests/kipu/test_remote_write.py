@@ -31,26 +31,22 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from agent.proto import remote_pb2
-from agent.remote_write import (
+from kipu.remote_write.client import RemoteWriteClient
+from kipu.remote_write.codec import (
     MAX_DECOMPRESSED,
     STALE_NAN,
-    Backoff,
     InvalidLabelsError,
-    Outcome,
-    RemoteWriteClient,
     RemoteWriteDecodeError,
-    SendResult,
     Series,
-    classify,
     decode,
     encode,
     is_stale_marker,
     normalise_labels,
-    parse_retry_after,
     serialize,
     snappy_uncompressed_length,
 )
+from kipu.remote_write.policy import Backoff, Outcome, classify, parse_retry_after
+from kipu.remote_write.proto import remote_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 USER_AGENT = "kipu-agent/0.0.0-test"
@@ -121,6 +117,14 @@ def test_recording_rule_names_with_colons_are_metric_names() -> None:
     assert dict(normalise_labels({"__name__": "site:kipu_loss:ratio5m"}))
 
 
+def test_empty_label_values_are_left_out() -> None:
+    # Prometheus treats a label with an empty value as absent; the spec forbids sending it.
+    assert normalise_labels({"__name__": "up", "target": "", "role": "gw"}) == (
+        ("__name__", "up"),
+        ("role", "gw"),
+    )
+
+
 @pytest.mark.parametrize(
     ("labels", "reason"),
     [
@@ -131,8 +135,7 @@ def test_recording_rule_names_with_colons_are_metric_names() -> None:
         ({"__name__": "up", "0a": "1"}, "label name"),
         ({"__name__": "up", "a:b": "1"}, "label name"),
         ({"__name__": "up", "": "1"}, "label name"),
-        ({"__name__": "up", "target": ""}, "empty value"),
-        ({"__name__": ""}, "empty value"),
+        ({"__name__": ""}, "no __name__"),
         ({"__name__": "up", "ssid": "caf\udce9"}, "UTF-8"),
     ],
 )
@@ -217,9 +220,9 @@ def test_empty_request() -> None:
 
 
 def test_encode_refuses_what_the_protocol_cannot_carry() -> None:
-    with pytest.raises(InvalidLabelsError, match="not sorted"):
+    with pytest.raises(InvalidLabelsError, match="not normalised"):
         encode({(("job", "x"), ("__name__", "up")): [(1, 1.0)]})
-    with pytest.raises(InvalidLabelsError, match="empty value"):
+    with pytest.raises(InvalidLabelsError, match="not normalised"):
         encode({(("__name__", "up"), ("job", "")): [(1, 1.0)]})
     with pytest.raises(ValueError, match="bad sample"):
         encode({UP: [(2**63, 1.0)]})
@@ -240,7 +243,6 @@ def _valid_body() -> bytes:
         (b"\xff\xff\xff\xff\xff\xff", "snappy: invalid length header"),
         (snappy_literal(b"\xff\xff\xff\xff"), "protobuf"),
         (snappy_literal(b"\x0a\x05\x0a\x03\x0a\x01"), "protobuf"),
-        (snappy_literal(pb_series([("__name__", "up"), ("job", "")], [(1, 1)])), "empty value"),
         (snappy_literal(pb_series([("job", "x")], [(1, 1)])), "no __name__"),
         (snappy_literal(pb_series([("__name__", "up"), ("a", "1"), ("a", "2")], [])), "repeat"),
         (snappy_literal(pb_series([("__name__", "up"), ("a-b", "1")], [])), "label name"),
@@ -253,6 +255,11 @@ def _valid_body() -> bytes:
 def test_decode_errors_say_why(body: bytes, reason: str) -> None:
     with pytest.raises(RemoteWriteDecodeError, match=re.escape(reason)):
         decode(body)
+
+
+def test_decode_leaves_out_labels_with_empty_values() -> None:
+    body = snappy_literal(pb_series([("__name__", "up"), ("job", "")], [(1, 1)]))
+    assert decode(body) == {(("__name__", "up"),): [(1, 1.0)]}
 
 
 def test_decode_refuses_a_bomb_before_decompressing() -> None:
@@ -278,9 +285,11 @@ def test_decode_refuses_a_bomb_before_decompressing() -> None:
         (204, "", Outcome.OK),
         (299, "", Outcome.OK),
         (400, "out of order sample", Outcome.REJECTED),
-        (401, "unknown token", Outcome.REJECTED),
-        (403, "", Outcome.REJECTED),
-        (404, "", Outcome.REJECTED),
+        (401, "unknown token", Outcome.BLOCKED),
+        (403, "", Outcome.BLOCKED),
+        (404, "", Outcome.BLOCKED),
+        (407, "", Outcome.BLOCKED),
+        (422, "", Outcome.REJECTED),
         (413, "body too large", Outcome.REJECTED),
         (429, "too many series", Outcome.RETRY),
         (500, "", Outcome.RETRY),
@@ -299,23 +308,24 @@ def test_classify(status: int, body: str, outcome: Outcome) -> None:
     assert classify(status, body) is outcome
 
 
-def test_outcomes_are_the_push_metric_results() -> None:
-    assert {str(o) for o in Outcome} == {"ok", "retry", "rejected"}
+def test_outcomes_map_to_the_push_metric_results() -> None:
+    assert {o.result for o in Outcome} == {"ok", "retry", "rejected"}
+    assert Outcome.BLOCKED.result == "retry"  # the data is kept, as for a retry
 
 
-def test_backoff_full_jitter_within_bounds() -> None:
+def test_backoff_equal_jitter_keeps_a_growing_floor() -> None:
     backoff = Backoff(base=0.5, cap=30.0, rng=random.Random(7))
     ceilings = [min(30.0, 0.5 * 2**n) for n in range(12)]
     for _ in range(200):
         delays = [backoff.next_delay() for _ in ceilings]
-        assert all(0.0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+        assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
         backoff.reset()
-    # Full jitter spreads over the whole range, not just near the ceiling.
+    # The upper half stays random, so sites that failed together retry apart.
     draws = [
         Backoff(base=1.0, cap=8.0, rng=random.Random(seed)).next_delay() for seed in range(500)
     ]
-    assert min(draws) < 0.1
-    assert max(draws) > 0.9
+    assert min(draws) < 0.55
+    assert max(draws) > 0.95
 
 
 def test_backoff_reset_and_seeded_sequence() -> None:
@@ -325,7 +335,7 @@ def test_backoff_reset_and_seeded_sequence() -> None:
     assert first.attempt == 5
     first.reset()
     assert first.attempt == 0
-    assert first.next_delay() <= first.base
+    assert first.base / 2 <= first.next_delay() <= first.base
 
 
 def test_backoff_stays_at_cap_without_overflow() -> None:
@@ -335,10 +345,11 @@ def test_backoff_stays_at_cap_without_overflow() -> None:
     assert max(delays[100:]) > 60.0
 
 
-def test_backoff_honours_retry_after_up_to_cap() -> None:
+def test_backoff_honours_retry_after_in_full_up_to_ten_minutes() -> None:
     backoff = Backoff(base=0.1, cap=60.0, rng=random.Random(3))
     assert backoff.next_delay(retry_after=7.0) == 7.0
-    assert backoff.next_delay(retry_after=3600.0) == 60.0
+    assert backoff.next_delay(retry_after=300.0) == 300.0  # beyond the backoff's own cap
+    assert backoff.next_delay(retry_after=3600.0) == 600.0
     with pytest.raises(ValueError, match="base <= cap"):
         Backoff(base=10.0, cap=1.0)
 
@@ -430,7 +441,16 @@ async def test_headers_and_body_as_the_spec_says(
 ) -> None:
     client = make_client(receiver.url)
     result = await client.send(encode(BATCH))
-    assert result == SendResult(Outcome.OK, 204, "HTTP 204", None)
+    assert (result.outcome, result.status, result.detail, result.retry_after) == (
+        Outcome.OK,
+        204,
+        "HTTP 204",
+        None,
+    )
+    # The receiver's clock comes with every answer (aiohttp sends Date).
+    assert result.date is not None
+    assert result.received_at is not None
+    assert abs(result.received_at - result.date) < 2
     [request] = receiver.requests
     assert request.headers["Content-Encoding"] == "snappy"
     assert request.headers["Content-Type"] == "application/x-protobuf"
@@ -467,7 +487,8 @@ class Answer:
         Answer(200, "", Outcome.OK),
         Answer(204, "", Outcome.OK),
         Answer(400, "invalid label name", Outcome.REJECTED),
-        Answer(401, "unknown token", Outcome.REJECTED),
+        Answer(401, "unknown token", Outcome.BLOCKED),
+        Answer(403, "not this site", Outcome.BLOCKED),
         Answer(413, "body over 8MiB", Outcome.REJECTED),
         Answer(429, "series limit", Outcome.RETRY, (("Retry-After", "7"),), 7.0),
         Answer(429, "rate limit", Outcome.RETRY),
@@ -513,6 +534,7 @@ async def test_timeout_is_retry(receiver: Receiver, make_client: MakeClient) -> 
     assert time.monotonic() - started < 2.0
     assert result.outcome is Outcome.RETRY
     assert result.status is None
+    assert result.timed_out
     assert "timeout" in result.detail
 
 
@@ -570,7 +592,7 @@ async def test_token_file_is_read_again_when_it_changes(
     assert authorization(receiver) == "Bearer other-token"
 
 
-async def test_missing_token_file_waits_quietly(
+async def test_missing_token_file_blocks_quietly(
     receiver: Receiver,
     make_client: MakeClient,
     tmp_path: Path,
@@ -578,19 +600,22 @@ async def test_missing_token_file_waits_quietly(
 ) -> None:
     token_file = tmp_path / "token"
     client = make_client(receiver.url, token_file=token_file)
-    caplog.set_level(logging.INFO, logger="agent.remote_write")
+    caplog.set_level(logging.INFO, logger="kipu.remote_write.client")
     results = [await client.send(b"\x00") for _ in range(3)]
     for result in results:
-        assert result.outcome is Outcome.RETRY
+        assert result.outcome is Outcome.BLOCKED
         assert result.status is None
         assert str(token_file) in result.detail
+    assert not await client.credentials_changed()
     assert receiver.requests == []
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert str(token_file) in warnings[0].getMessage()
 
     token_file.write_text("late-token\n")
+    assert await client.credentials_changed()
     assert (await client.send(b"\x00")).outcome is Outcome.OK
+    assert not await client.credentials_changed()
     assert authorization(receiver) == "Bearer late-token"
     assert any("readable again" in r.getMessage() for r in caplog.records)
 
@@ -602,7 +627,7 @@ async def test_bad_token_file_is_not_sent(
     token_file = tmp_path / "token"
     token_file.write_text(content)
     result = await make_client(receiver.url, token_file=token_file).send(b"\x00")
-    assert result.outcome is Outcome.RETRY
+    assert result.outcome is Outcome.BLOCKED
     assert reason in result.detail
     assert receiver.requests == []
 
@@ -700,14 +725,14 @@ async def test_https_without_the_ca_is_refused(
 
 def _regenerate(tmp_path: Path) -> tuple[str, str]:
     pytest.importorskip(
-        "grpc_tools", reason="grpcio-tools is not installed: cannot regenerate agent/proto"
+        "grpc_tools", reason="grpcio-tools is not installed: cannot regenerate the protobuf code"
     )
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", "-I.", f"--python_out={tmp_path}",
-         f"--pyi_out={tmp_path}", "agent/proto/remote.proto"],
+         f"--pyi_out={tmp_path}", "kipu/remote_write/proto/remote.proto"],
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
-    generated = tmp_path / "agent" / "proto"
+    generated = tmp_path / "kipu" / "remote_write" / "proto"
     return (generated / "remote_pb2.py").read_text(), (generated / "remote_pb2.pyi").read_text()
 
 
@@ -721,18 +746,18 @@ def test_generated_schema_matches_proto(tmp_path: Path) -> None:
     found = re.search(r"AddSerializedFile\((b'.*?')\)", python)
     assert found is not None
     assert ast.literal_eval(found.group(1)) == remote_pb2.DESCRIPTOR.serialized_pb, (
-        "agent/proto/remote_pb2.py is out of date with remote.proto: regenerate it (see the "
-        "comment at the top of remote.proto)"
+        "kipu/remote_write/proto/remote_pb2.py is out of date with remote.proto: regenerate "
+        "it (see the comment at the top of remote.proto)"
     )
 
 
 def test_generated_files_are_identical(tmp_path: Path) -> None:
     python, stubs = _regenerate(tmp_path)
-    committed = (ROOT / "agent" / "proto" / "remote_pb2.py").read_text()
+    committed = (ROOT / "kipu" / "remote_write" / "proto" / "remote_pb2.py").read_text()
     if _gencode_version(python) != _gencode_version(committed):
         pytest.skip(
             f"installed grpcio-tools makes protobuf {_gencode_version(python)} code, the "
             f"committed code is {_gencode_version(committed)}: only the schema is compared"
         )
     assert python == committed
-    assert stubs == (ROOT / "agent" / "proto" / "remote_pb2.pyi").read_text()
+    assert stubs == (ROOT / "kipu" / "remote_write" / "proto" / "remote_pb2.pyi").read_text()

@@ -3,8 +3,11 @@
 Devices report raw octet counters. A 32-bit counter wraps every 4 GiB; any counter
 restarts from zero when the device reboots (sysUpTime goes back). Exporting raw values
 would make Prometheus see a reset and, for a wrap, lose the traffic since the last poll.
-We export our own counter instead: it starts at the device's first reading and adds
-each poll's delta, computed as the wrap or reboot demands, so it never goes back.
+We export our own counter instead: it starts at zero at the first reading after the
+agent starts (never the device's raw value, which would count a device's whole life as
+traffic since the agent's start) and adds each poll's delta, computed as the wrap or
+reboot demands, so it never goes back while the agent runs. Prometheus sees the agent's
+restart as a counter reset, which `rate()` and `increase()` handle.
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ class CounterTracker:
         """Take one poll's raw value; returns the value to export."""
         if key not in self._raw:
             self._raw[key] = raw
-            self._exported[key] = raw
-            return raw
+            self._exported[key] = 0
+            return 0
         self._exported[key] += counter_delta(self._raw[key], raw, bits, device_rebooted)
         self._raw[key] = raw
         return self._exported[key]

@@ -1,4 +1,8 @@
-"""Continuous probing of every target: scheduling, name resolution, statistics, link state."""
+"""The ICMP targets: each probed once per interval, names resolved, statistics, link state.
+
+`probes/icmp.py` sends one echo request and reads its reply; this module decides when
+each target is probed, keeps its statistics and tells the link state machine.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from agent.config import AgentConfig, Target, is_ip_address
+from agent.config import AgentConfig, Target
 from agent.link import LinkState
 from agent.probes.icmp import IcmpPinger, IcmpResult
 from agent.probes.stats import TargetStats
+from agent.snapshots import TargetSnapshot
+from kipu.config.checks import is_ip_address
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ class TargetRuntime:
             self.address = self.target.address
 
 
-class Prober:
+class TargetProber:
     """Probes each target once per interval, start times spread over the interval."""
 
     def __init__(self, pinger: IcmpPinger, link: LinkState) -> None:
@@ -62,6 +68,12 @@ class Prober:
         self.targets = targets
         roles = {t.name: t.role for t in probes.targets}
         self.link.configure(config.link.up_when, roles, time.monotonic(), time.time())
+
+    def snapshot(self) -> tuple[TargetSnapshot, ...]:
+        return tuple(
+            TargetSnapshot(r.target.name, r.target.role, r.stats.snapshot())
+            for r in self.targets.values()
+        )
 
     async def run(self) -> None:
         """Probe until cancelled."""

@@ -1,9 +1,9 @@
 """Typed YAML configuration: frozen dataclasses built from YAML nodes, with line marks.
 
-Both halves of kipu describe their configuration as frozen dataclasses. This module
-turns a YAML document into those dataclasses, reporting *every* problem at once as
-``FILE:LINE: dotted.key: message``, and derives a JSON schema from the same type hints
-so editors can check a file before the agent does.
+The agent and the collector describe their configuration as frozen dataclasses. This
+module turns a YAML document into those dataclasses, reporting *every* problem at once
+as ``FILE:LINE: dotted.key: message``; `kipu.config.schema` derives a JSON schema from
+the same type hints so editors can check a file before the programs do.
 
 We do not use pydantic here: the agent runs on small boxes and pydantic alone costs
 about 5-10 MB of resident memory, which the 40 MB budget of the agent cannot afford.
@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
+
+from kipu.config.units import Unit, parse_duration, parse_size
 
 T = TypeVar("T")
 
@@ -45,70 +47,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
-
-
-# --- value kinds --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Unit:
-    kind: Literal["duration", "size"]
-
-
-Duration = Annotated[float, _Unit("duration")]
-"""Seconds, written in the file as ``500ms``, ``15s``, ``5m``, ``1h30m``."""
-
-Size = Annotated[int, _Unit("size")]
-"""Bytes, written in the file as ``64MiB``, ``4GiB``, ``512KiB``, ``100MB``."""
-
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_SIZE_UNITS = {
-    "B": 1,
-    "KiB": 1024,
-    "MiB": 1024**2,
-    "GiB": 1024**3,
-    "TiB": 1024**4,
-    "kB": 1000,
-    "KB": 1000,
-    "MB": 1000**2,
-    "GB": 1000**3,
-    "TB": 1000**4,
-}
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB)$")
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
-SIZE_PATTERN = r"^[0-9]+(\.[0-9]+)?\s*(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB)$"
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as ``1m30s``; ValueError when it is not one."""
-    if not _DURATION_RE.match(text):
-        raise ValueError(f"{text!r} is not a duration (write e.g. 500ms, 15s, 5m, 1h)")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-
-
-def parse_size(text: str) -> int:
-    """Bytes in a size such as ``256MiB``; ValueError when it is not one."""
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a size (write e.g. 64MiB, 4GiB, 512KiB)")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest duration text that parses back to `seconds` (to the millisecond)."""
-    ms = round(seconds * 1000)
-    if ms % 1000:
-        return f"{ms}ms"
-    s = ms // 1000
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s and s % size == 0:
-            return f"{s // size}{unit}"
-    return f"{s}s"
-
-
-# --- field declarations -------------------------------------------------------------
 
 
 def setting(
@@ -151,9 +89,6 @@ class Validated:
 
     def problems(self) -> Iterator[tuple[str, str]]:
         return iter(())
-
-
-# --- the loader ---------------------------------------------------------------------
 
 
 def load_file(model: type[T], path: str | Path) -> T:
@@ -204,7 +139,7 @@ def _join(key: str, part: str | int) -> str:
 _HINTS: dict[type, dict[str, Any]] = {}
 
 
-def _hints(model: type) -> dict[str, Any]:
+def model_hints(model: type) -> dict[str, Any]:
     if model not in _HINTS:
         _HINTS[model] = typing.get_type_hints(model, include_extras=True)
     return _HINTS[model]
@@ -234,7 +169,7 @@ class _Builder:
         origin = get_origin(hint)
         if origin is Annotated:
             base, *extras = get_args(hint)
-            unit = next((e for e in extras if isinstance(e, _Unit)), None)
+            unit = next((e for e in extras if isinstance(e, Unit)), None)
             if unit is None:
                 return self._build(base, node, key, meta)
             text = self._scalar_text(node, key, f"a {unit.kind}")
@@ -299,7 +234,7 @@ class _Builder:
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(node, key, "expected a mapping of keys to values")
         fields = {f.name: f for f in dataclasses.fields(model)}
-        hints = _hints(model)
+        hints = model_hints(model)
         values: dict[str, Any] = {}
         nodes: dict[str, yaml.Node] = {}
         failed = False
@@ -406,89 +341,8 @@ def _describe(hint: Any) -> str:
     if dataclasses.is_dataclass(hint):
         return "a mapping"
     if origin is Annotated:
-        unit = next((e for e in get_args(hint)[1:] if isinstance(e, _Unit)), None)
+        unit = next((e for e in get_args(hint)[1:] if isinstance(e, Unit)), None)
         return f"a {unit.kind}" if unit else _describe(get_args(hint)[0])
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
         hint, "a value"
     )
-
-
-# --- JSON schema --------------------------------------------------------------------
-
-
-def json_schema(model: type, title: str) -> dict[str, Any]:
-    """A JSON schema (draft 2020-12) of `model`, for editors that check YAML."""
-    definitions: dict[str, Any] = {}
-    root = _schema_of(model, {}, definitions)
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": title,
-        **root,
-        "$defs": definitions,
-    }
-
-
-def _schema_of(hint: Any, meta: Any, definitions: dict[str, Any]) -> dict[str, Any]:
-    origin = get_origin(hint)
-    schema: dict[str, Any]
-    if origin is Annotated:
-        base, *extras = get_args(hint)
-        unit = next((e for e in extras if isinstance(e, _Unit)), None)
-        if unit is None:
-            return _schema_of(base, meta, definitions)
-        pattern = DURATION_PATTERN if unit.kind == "duration" else SIZE_PATTERN
-        schema = {"type": "string", "pattern": pattern}
-    elif origin in (Union, types.UnionType):
-        options = [o for o in get_args(hint) if o is not type(None)]
-        schema = {"anyOf": [_schema_of(o, {}, definitions) for o in options]}
-        if len(options) < len(get_args(hint)):
-            schema["anyOf"].append({"type": "null"})
-    elif origin is Literal:
-        schema = {"enum": list(get_args(hint))}
-    elif origin in (list, tuple):
-        schema = {"type": "array", "items": _schema_of(get_args(hint)[0], {}, definitions)}
-    elif dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        name = hint.__name__
-        if name not in definitions:
-            definitions[name] = {}  # placeholder: models may refer to themselves
-            hints = _hints(hint)
-            properties = {
-                f.name: _schema_of(hints[f.name], f.metadata, definitions)
-                for f in dataclasses.fields(hint)
-            }
-            required = [
-                f.name
-                for f in dataclasses.fields(hint)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            ]
-            definitions[name] = {
-                "type": "object",
-                "description": (hint.__doc__ or "").strip().splitlines()[0],
-                "properties": properties,
-                "additionalProperties": False,
-                **({"required": required} if required else {}),
-            }
-        schema = {"$ref": f"#/$defs/{name}"}
-    elif hint is str or hint is Path:
-        schema = {"type": "string"}
-    elif hint is bool:
-        schema = {"type": "boolean"}
-    elif hint is int:
-        schema = {"type": "integer"}
-    elif hint is float:
-        schema = {"type": "number"}
-    else:
-        raise TypeError(f"unsupported configuration type {hint!r}")
-    if meta.get("doc"):
-        schema["description"] = meta["doc"]
-    if meta.get("pattern"):
-        schema["pattern"] = meta["pattern"]
-    if origin is not Annotated:
-        for ours, theirs in (
-            ("minimum", "minimum"),
-            ("exclusive_minimum", "exclusiveMinimum"),
-            ("maximum", "maximum"),
-        ):
-            if meta.get(ours) is not None:
-                schema[theirs] = meta[ours]
-    return schema

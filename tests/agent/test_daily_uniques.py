@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 
-from agent.usage import DailyUniques
+from agent.daily_uniques import DailyUniques
 
 MAC_A = bytes.fromhex("a4c3f0112233")
 MAC_B = bytes.fromhex("a4c3f0112234")

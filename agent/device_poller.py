@@ -2,7 +2,9 @@
 
 Every device runs in its own loop with a hard deadline per poll (its interval), so a
 dead or slow device delays nothing else. Errors are logged when a device's state
-changes (up to down, or a different error), not at every poll.
+changes (up to down, or a different error), not at every poll. A device that stops
+answering keeps only `kipu_snmp_up 0` and its poll counters: its readings (uptime,
+interfaces, WiFi) are no longer exported, so the pusher sends their stale markers.
 """
 
 from __future__ import annotations
@@ -15,26 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.config import AgentConfig, SnmpDevice, WifiSource
-from agent.counters import CounterTracker, rebooted
-from agent.custom_profile import PRIVACY_DROPPED
-from agent.metrics import LOCAL_DEVICE
+from agent.daily_uniques import DailyUniques
 from agent.probes.snmp import Credentials, Device, SnmpClient
 from agent.probes.wifi import read_leases, read_stations
-from agent.profiles import DeviceState, Profile, builtin_or_file
-from agent.usage import DailyUniques
+from agent.profiles import PRIVACY_DROPPED, DeviceState, Profile, builtin_or_file
+from agent.snapshots import LOCAL_DEVICE, DeviceSnapshot, InterfaceSnapshot, LocalWifiSnapshot
+from agent.traffic_counters import CounterTracker, rebooted
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class InterfaceView:
-    """An interface with counters made monotonic, for the metrics."""
-
-    name: str
-    rx_bytes: int | None
-    tx_bytes: int | None
-    up: bool | None
-    speed_bytes: float | None
 
 
 @dataclass(frozen=True)
@@ -53,7 +43,7 @@ class DeviceRuntime:
     duration: float = 0.0
     error: str | None = None
     state: DeviceState | None = None
-    interfaces: tuple[InterfaceView, ...] = ()
+    interfaces: tuple[InterfaceSnapshot, ...] = ()
     counters: CounterTracker = field(default_factory=CounterTracker)
     last_uptime: float | None = None
     reboots: int = 0
@@ -169,6 +159,8 @@ class DevicePoller:
             elif runtime.error != reading.error:
                 log.debug("SNMP device %s still down: %s", name, reading.error)
             runtime.up, runtime.error = False, reading.error
+            # Its readings are stale now: stop exporting them (kipu_snmp_up stays).
+            runtime.state, runtime.interfaces = None, ()
             return
         if runtime.up is not True:
             log.info("SNMP device %s answers (%.3fs)", name, reading.duration)
@@ -204,7 +196,9 @@ class DevicePoller:
                     interface.counter_bits,
                     device_rebooted,
                 )
-            views.append(InterfaceView(interface.name, rx, tx, interface.up, interface.speed_bytes))
+            views.append(
+                InterfaceSnapshot(interface.name, rx, tx, interface.up, interface.speed_bytes)
+            )
         runtime.counters.keep_only((i.index, d) for i in state.interfaces for d in ("rx", "tx"))
         runtime.interfaces = tuple(views)
         dropped = sum(1 for s in state.custom if s.name == PRIVACY_DROPPED)
@@ -248,6 +242,41 @@ class DevicePoller:
             log.info("WiFi source %s readable again", key)
         self.uniques.add(LOCAL_DEVICE, reading.clients)
         self.local[key] = LocalCount(len(reading.clients), reading.error)
+
+    def snapshot(self) -> tuple[tuple[DeviceSnapshot, ...], LocalWifiSnapshot | None]:
+        """The devices and the local WiFi sources as they are now."""
+        devices = tuple(self._device_snapshot(r) for r in self.devices.values())
+        local = None
+        if self.wifi_sources:
+            ssids, leases = self.local_counts()
+            local = LocalWifiSnapshot(ssids, leases, self.uniques.count(LOCAL_DEVICE))
+        return devices, local
+
+    def _device_snapshot(self, runtime: DeviceRuntime) -> DeviceSnapshot:
+        name = runtime.config.name
+        base = DeviceSnapshot(
+            name,
+            runtime.up,
+            runtime.duration,
+            runtime.reboots,
+            runtime.polls_ok,
+            runtime.polls_failed,
+            runtime.privacy_dropped,
+        )
+        state = runtime.state
+        if state is None:
+            return base
+        return dataclasses.replace(
+            base,
+            uptime_seconds=state.uptime_seconds,
+            interfaces=runtime.interfaces,
+            wifi_clients=state.wifi_clients,
+            unique_clients=None if state.wifi_clients is None else self.uniques.count(name),
+            hotspot_users=state.hotspot_users,
+            dhcp_leases=state.dhcp_leases,
+            capsman_clients=state.capsman_clients,
+            custom=state.custom,
+        )
 
     def local_counts(self) -> tuple[dict[str, int], int | None]:
         """Clients per SSID from iw sources, and the count of active DHCP leases."""

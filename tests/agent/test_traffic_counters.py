@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.counters import UPTIME_WRAP, CounterTracker, counter_delta, rebooted
+from agent.traffic_counters import UPTIME_WRAP, CounterTracker, counter_delta, rebooted
 
 
 def test_reboot_is_an_uptime_drop() -> None:
@@ -24,11 +24,12 @@ def test_deltas() -> None:
     assert counter_delta(5_000_000, 1_000, 64, False) == 1_000  # 64-bit reset
 
 
-def test_tracker_exports_a_monotonic_counter() -> None:
+def test_tracker_exports_a_monotonic_counter_from_zero() -> None:
     tracker = CounterTracker()
-    assert tracker.update("eth0", 2**32 - 1000, 32, False) == 2**32 - 1000
-    assert tracker.update("eth0", 500, 32, False) == 2**32 + 500  # wrap: +1500
-    assert tracker.update("eth0", 200, 32, True) == 2**32 + 700  # reboot: +200
-    assert tracker.update("eth0", 300, 32, False) == 2**32 + 800
+    # The device's raw value is its whole life's traffic, not ours: start at zero.
+    assert tracker.update("eth0", 2**32 - 1000, 32, False) == 0
+    assert tracker.update("eth0", 500, 32, False) == 1500  # wrap: +1500
+    assert tracker.update("eth0", 200, 32, True) == 1700  # reboot: +200
+    assert tracker.update("eth0", 300, 32, False) == 1800
     tracker.keep_only(["eth1"])
-    assert tracker.update("eth0", 10, 32, False) == 10  # forgotten: starts again
+    assert tracker.update("eth0", 10, 32, False) == 0  # forgotten: starts again

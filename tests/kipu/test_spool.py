@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.spool import (
+from kipu.spool import Spool
+from kipu.spool.frames import (
     HEADER_SIZE,
     KIND_ACKS,
     KIND_META,
@@ -24,7 +25,6 @@ from agent.spool import (
     FrameError,
     Meta,
     Record,
-    Spool,
     TruncatedFrameError,
     decode_acks,
     decode_frame,
@@ -645,7 +645,7 @@ CHILD = textwrap.dedent(
     """\
     import random, sys
     from pathlib import Path
-    from agent.spool import Spool
+    from kipu.spool import Spool
 
     rng = random.Random(int(sys.argv[2]))
     spool = Spool(Path(sys.argv[1]), max_bytes=1 << 30, segment_bytes=16384)

@@ -1,0 +1,27 @@
+"""The typed configuration loader both programs use (see `kipu.config.loader`)."""
+
+from kipu.config.loader import (
+    ConfigError,
+    Problem,
+    Validated,
+    load_file,
+    load_text,
+    setting,
+)
+from kipu.config.schema import json_schema
+from kipu.config.units import Duration, Size, format_duration, parse_duration, parse_size
+
+__all__ = [
+    "ConfigError",
+    "Duration",
+    "Problem",
+    "Size",
+    "Validated",
+    "format_duration",
+    "json_schema",
+    "load_file",
+    "load_text",
+    "parse_duration",
+    "parse_size",
+    "setting",
+]

@@ -1,0 +1,191 @@
+"""Prometheus remote write 1.0, the codec: labels, `WriteRequest` bodies, snappy.
+
+Pure functions, no event loop. The agent encodes its snapshots with `encode`; the
+collector checks pushes with `decode` and forwards with `encode`. This is the only
+module that imports the generated protobuf code and cramjam (snappy).
+Specification: https://prometheus.io/docs/specs/remote_write_spec/
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import struct
+from collections.abc import Mapping, Sequence
+
+import cramjam
+from google.protobuf.message import DecodeError
+
+from kipu.remote_write.proto import remote_pb2
+
+Series = tuple[tuple[str, str], ...]
+"""A series' labels as (name, value) pairs sorted by name, `__name__` among them."""
+
+Sample = tuple[int, float]
+"""(timestamp in milliseconds since the Unix epoch, value)."""
+
+METRIC_NAME_LABEL = "__name__"
+
+MAX_DECOMPRESSED = 32 * 1024 * 1024
+"""`decode` refuses a body whose snappy header announces more bytes than this."""
+
+STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
+"""The stale marker: the NaN with exactly these bits, and no other NaN, marks a series
+that will not be appended to any more (spec: Stale Markers)."""
+
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_SERIES_CACHE = 1 << 16
+
+
+class InvalidLabelsError(ValueError):
+    """A label set that remote write 1.0 does not allow."""
+
+
+class RemoteWriteDecodeError(ValueError):
+    """A body that is not a valid remote write 1.0 request; the message says why."""
+
+
+def normalise_labels(labels: Mapping[str, str]) -> Series:
+    """The labels as a `Series`: sorted by name and checked against the specification.
+
+    A label with an empty value is left out: Prometheus treats it as absent, and the
+    specification forbids sending it. Raises `InvalidLabelsError` for a missing or
+    invalid `__name__`, an invalid or repeated label name, or a value that is not
+    encodable as UTF-8.
+    """
+    return _checked(tuple(labels.items()))
+
+
+@functools.lru_cache(maxsize=_SERIES_CACHE)
+def _checked(pairs: Series) -> Series:
+    # Cached: a site sends the same hundred label sets every interval, so each is
+    # checked once rather than once per snapshot. Errors are not cached.
+    ordered = tuple(sorted(pairs))
+    previous = None
+    metric_name = None
+    empty = False
+    for name, value in ordered:
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise InvalidLabelsError(f"label {name!r}: names and values must be strings")
+        if _LABEL_NAME.fullmatch(name) is None:
+            raise InvalidLabelsError(f"label name {name!r} does not match [a-zA-Z_][a-zA-Z0-9_]*")
+        if name == previous:
+            raise InvalidLabelsError(f"label name {name!r} is repeated")
+        previous = name
+        if not value:
+            empty = True
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidLabelsError(f"label {name!r}: value is not valid UTF-8") from None
+        if name == METRIC_NAME_LABEL:
+            metric_name = value
+    if empty:
+        ordered = tuple((name, value) for name, value in ordered if value)
+    if metric_name is None:
+        raise InvalidLabelsError(f"no {METRIC_NAME_LABEL} label in {_show(ordered)}")
+    if _METRIC_NAME.fullmatch(metric_name) is None:
+        raise InvalidLabelsError(
+            f"metric name {metric_name!r} does not match [a-zA-Z_:][a-zA-Z0-9_:]*"
+        )
+    return ordered
+
+
+def _show(series: Series) -> str:
+    return "{" + ", ".join(f"{name}={value!r}" for name, value in series) + "}"
+
+
+def is_stale_marker(value: float) -> bool:
+    """Whether `value` is the stale marker (an ordinary NaN is not)."""
+    return struct.pack("<d", value) == struct.pack("<d", STALE_NAN)
+
+
+def serialize(series: Mapping[Series, Sequence[Sample]]) -> bytes:
+    """The uncompressed protobuf `WriteRequest` of `encode` (for sizes and tests)."""
+    request = remote_pb2.WriteRequest()
+    for labels, samples in series.items():
+        if not samples:
+            continue
+        if _checked(labels) != labels:
+            raise InvalidLabelsError(
+                f"labels of {_show(labels)} are not normalised (sorted by name, no empty "
+                "values): build them with normalise_labels"
+            )
+        timeseries = request.timeseries.add()
+        for name, label_value in labels:
+            timeseries.labels.add(name=name, value=label_value)
+        try:
+            for timestamp, value in sorted(samples, key=_timestamp):
+                timeseries.samples.add(timestamp=timestamp, value=value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{_show(labels)}: bad sample: {exc}") from None
+    return bytes(request.SerializeToString())
+
+
+def _timestamp(sample: Sample) -> int:
+    return sample[0]
+
+
+def encode(series: Mapping[Series, Sequence[Sample]]) -> bytes:
+    """A remote write request body: protobuf `WriteRequest`, snappy block format.
+
+    Keys are `Series` from `normalise_labels` (or `decode`); samples are (milliseconds,
+    value) and are sent in timestamp order; series without samples are left out.
+    Raises `InvalidLabelsError` or `ValueError` for data the protocol cannot carry.
+    """
+    return bytes(cramjam.snappy.compress_raw(serialize(series)))
+
+
+def decode(body: bytes, *, max_decompressed: int = MAX_DECOMPRESSED) -> dict[Series, list[Sample]]:
+    """The series and samples of a request body, samples in the order they came.
+
+    Labels are checked as in `normalise_labels` (their order is forgiven and
+    normalised); a series sent twice has its samples joined. Raises
+    `RemoteWriteDecodeError` (a receiver answers 400 with its message) for a body that
+    is not snappy block format, announces more than `max_decompressed` bytes (checked
+    before anything is allocated), is not a `WriteRequest`, or has invalid labels.
+    """
+    size = snappy_uncompressed_length(body)
+    if size > max_decompressed:
+        raise RemoteWriteDecodeError(
+            f"snappy: the body announces {size} bytes uncompressed, over the limit "
+            f"of {max_decompressed}"
+        )
+    try:
+        raw = cramjam.snappy.decompress_raw(body)
+    except cramjam.DecompressionError as exc:
+        reason = str(exc) if str(exc).startswith("snappy") else f"snappy: {exc}"
+        raise RemoteWriteDecodeError(reason) from None
+    request = remote_pb2.WriteRequest()
+    try:
+        request.ParseFromString(memoryview(raw))
+    except DecodeError as exc:
+        raise RemoteWriteDecodeError(f"protobuf: not a WriteRequest: {exc}") from None
+    result: dict[Series, list[Sample]] = {}
+    for index, timeseries in enumerate(request.timeseries):
+        pairs = tuple((label.name, label.value) for label in timeseries.labels)
+        try:
+            labels = _checked(pairs)
+        except InvalidLabelsError as exc:
+            raise RemoteWriteDecodeError(f"timeseries {index}: {exc}") from None
+        if timeseries.samples:
+            result.setdefault(labels, []).extend(
+                (sample.timestamp, sample.value) for sample in timeseries.samples
+            )
+    return result
+
+
+def snappy_uncompressed_length(body: bytes) -> int:
+    """The uncompressed length a snappy block announces in its varint header."""
+    value = 0
+    for index, byte in enumerate(body[:5]):
+        value |= (byte & 0x7F) << (7 * index)
+        if byte < 0x80:
+            if value > 0xFFFFFFFF:
+                break
+            return value
+    if not body:
+        raise RemoteWriteDecodeError("snappy: empty body")
+    raise RemoteWriteDecodeError("snappy: invalid length header (not snappy block format?)")
