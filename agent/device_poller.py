@@ -204,8 +204,8 @@ class DevicePoller:
         dropped = sum(1 for s in state.custom if s.name == PRIVACY_DROPPED)
         if dropped and not runtime.privacy_dropped:
             log.warning(
-                "SNMP device %s: %d custom series not exported: a label looked like "
-                "a MAC or IP address",
+                "SNMP device %s: %d custom series not exported: a label value is not on "
+                "the privacy allow-list (it could hold a MAC or IP address)",
                 runtime.config.name,
                 dropped,
             )

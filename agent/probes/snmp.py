@@ -10,6 +10,7 @@ pysnmp is imported on first use, so an agent without SNMP devices never loads it
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import Sequence
@@ -80,6 +81,14 @@ def index_of(oid: str, column: str) -> str | None:
     """The index part of `oid` under `column` (``column.INDEX``), or None outside it."""
     prefix = column + "."
     return oid[len(prefix) :] if oid.startswith(prefix) else None
+
+
+def without_row_indexes(message: str, columns: Sequence[str]) -> str:
+    """`message` with every ``COLUMN.INDEX`` of `columns` cut to ``COLUMN``."""
+    # Errors are logged, and a row index can hold a client's MAC or IP address.
+    for column in sorted(columns, key=len, reverse=True):
+        message = re.sub(rf"(?<![0-9.]){re.escape(column)}(?:\.[0-9]+)+", column, message)
+    return message
 
 
 _AUTH = {
@@ -225,9 +234,11 @@ class SnmpClient:
             error = f"no complete answer within the {deadline:g}s deadline"
             return Reading(device.name, time.perf_counter() - start, error)
         except SnmpError as err:
-            return Reading(device.name, time.perf_counter() - start, str(err))
+            error = without_row_indexes(str(err), columns)
+            return Reading(device.name, time.perf_counter() - start, error)
         except (OSError, ValueError, LookupError) as err:
-            return Reading(device.name, time.perf_counter() - start, f"{type(err).__name__}: {err}")
+            error = without_row_indexes(f"{type(err).__name__}: {err}", columns)
+            return Reading(device.name, time.perf_counter() - start, error)
         return Reading(device.name, time.perf_counter() - start, None, found_scalars, found_columns)
 
     async def _get(
@@ -294,7 +305,8 @@ class SnmpClient:
                     finished.add(column)
                     continue
                 if cursors[column] != column and _oid_le(oid, cursors[column]):
-                    raise SnmpError(f"device returned a non-increasing OID {oid}")
+                    # The row index can hold a client's address: name the column only.
+                    raise SnmpError(f"device returned a non-increasing OID in column {column}")
                 out[column][index] = converted
                 cursors[column] = oid
             for column in finished:

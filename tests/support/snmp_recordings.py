@@ -19,6 +19,7 @@ start.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,11 +36,23 @@ __all__ = [
     "IPADDRESS",
     "OCTETS",
     "OID",
+    "PRIVACY_CHAINS",
+    "PRIVACY_CHAIN_ROWS",
+    "PRIVACY_CLIENTS",
+    "PRIVACY_NAMES",
+    "PRIVACY_NAME_ROWS",
+    "PRIVACY_SSIDS",
+    "PRIVACY_STATIONS",
+    "PRIVACY_STATIONS_ROWS",
+    "SCENARIO_BUILDERS",
     "TIMETICKS",
     "Interface",
     "Recording",
     "build_all",
+    "build_privacy",
     "oid_key",
+    "privacy_ips",
+    "privacy_macs",
 ]
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "snmp_data"
@@ -758,6 +771,106 @@ def build_legacy32() -> str:
     return rec.text()
 
 
+# ----------------------------------------------- client addresses in every notation
+
+PRIVACY_BASE = "1.3.6.1.4.1.32473.1"  # RFC 5612: the enterprise number for documentation
+PRIVACY_NAMES = f"{PRIVACY_BASE}.1.1"  # rows named by a text column
+PRIVACY_CLIENTS = f"{PRIVACY_BASE}.2.1"  # rows indexed by ifIndex + client address
+PRIVACY_STATIONS = f"{PRIVACY_BASE}.3.1"  # rows indexed by client MAC + ifIndex
+PRIVACY_CHAINS = f"{PRIVACY_BASE}.4.1"  # rows indexed by radio.chain
+PRIVACY_SSIDS = f"{PRIVACY_BASE}.5.1"  # clients per SSID
+
+#: Rows of the name table: (name as (tag, value), bytes counted). The names hold client
+#: addresses in the notations devices write them in, and a few legitimate names.
+PRIVACY_NAME_ROWS: list[tuple[tuple[str, str], int]] = [
+    ((OCTETS, "ether1"), 1_000),
+    ((OCTETS, "WiFi Gratis Plaza"), 2_000),
+    ((HEX, "Estación".encode().hex().upper()), 3_000),
+    ((OCTETS, "sfp-sfpplus1"), 4_000),
+    ((HEX, "6E3C910DA427"), 5),  # MAC 6E:3C:91:0D:A4:27 as raw octets (not UTF-8)
+    ((HEX, "4A6F2D727A26"), 6),  # MAC 4A:6F:2D:72:7A:26 as raw octets, printable "Jo-rz&"
+    ((OCTETS, "8a51.c27e.19b4"), 7),  # Cisco
+    ((OCTETS, "D6 08 4F E3 72 9C"), 8),  # space-separated hex
+    ((OCTETS, "1a:c7:63:b8:05:e1"), 9),
+    ((OCTETS, "F2-94-2D-51-CE-68"), 10),
+    ((OCTETS, "4EB07A16D385"), 11),  # bare hex
+    ((OCTETS, "android-32e59b440f7a"), 12),  # a DHCP host name
+    ((OCTETS, "fd00:5e:88::c1a7"), 13),
+    ((OCTETS, "10.5.50.23"), 14),
+    ((HEX, "0A05321F"), 15),  # 10.5.50.31 as raw octets
+]
+#: Client addresses (IPv4 or IPv6) keying the client table, each on ifIndex 2.
+PRIVACY_CLIENT_ADDRESSES = ["192.168.88.23", "192.168.88.40", "fd00:5e:88::23"]
+#: Stations keying the station table (MAC + ifIndex 2) with their signal.
+PRIVACY_STATIONS_ROWS = [("5A:1D:E8:73:B6:02", -61), ("BE:62:04:C9:3F:D1", -70),
+                         ("9E:F3:57:2A:80:4C", -77)]  # fmt: skip
+#: Signal per radio.chain.
+PRIVACY_CHAIN_ROWS = {"1.1": -58, "1.2": -60, "2.1": -66}
+#: SSIDs as (tag, value) with their clients; the last "SSID" is a MAC as raw octets.
+PRIVACY_SSID_ROWS = [((OCTETS, "WiFi Gratis Plaza"), 12),
+                     ((HEX, "Estación".encode().hex().upper()), 3),
+                     ((HEX, "C628D1956BE0"), 1)]  # fmt: skip
+
+
+def privacy_macs() -> list[bytes]:
+    """Every client MAC address in the privacy recording."""
+    texts = ["6E:3C:91:0D:A4:27", "4A:6F:2D:72:7A:26", "8A:51:C2:7E:19:B4",
+             "D6:08:4F:E3:72:9C", "1A:C7:63:B8:05:E1", "F2:94:2D:51:CE:68",
+             "4E:B0:7A:16:D3:85", "32:E5:9B:44:0F:7A", "C6:28:D1:95:6B:E0",
+             *(mac for mac, _ in PRIVACY_STATIONS_ROWS)]  # fmt: skip
+    return [bytes.fromhex(mac.replace(":", "")) for mac in texts]
+
+
+def privacy_ips() -> list[str]:
+    """Every client IP address in the privacy recording."""
+    return ["10.5.50.23", "10.5.50.31", "fd00:5e:88::c1a7", *PRIVACY_CLIENT_ADDRESSES]
+
+
+def _address_index(address: str) -> str:
+    packed = ipaddress.ip_address(address).packed
+    octets = ".".join(str(b) for b in packed)
+    return octets if len(packed) == 4 else f"{len(packed)}.{octets}"
+
+
+def build_privacy() -> str:
+    """A made-up WiFi controller whose tables hold client addresses in every notation.
+
+    For the privacy tests of custom profiles: labels taken from these rows must never
+    show an address. Rows are named, indexed by ifIndex + IPv4 (``2.192.168.88.23``) or
+    + IPv6 (``2.16.253.0...``), or by MAC + ifIndex, beside legitimate rows.
+    """
+    rec = Recording()
+    add_system(
+        rec,
+        descr="kipu privacy test device",
+        object_id=f"{PRIVACY_BASE}.0",
+        uptime=360_000,
+        name="jun-0999-wlc",
+        location="Plaza de Armas",
+    )
+    add_interfaces(rec, [Interface(1, "ether1", in_octets=1_000, out_octets=2_000),
+                         Interface(2, "wlan1", iftype=IFTYPE_80211, in_octets=3_000,
+                                   out_octets=4_000)])  # fmt: skip
+    for row, ((tag, name), counted) in enumerate(PRIVACY_NAME_ROWS, 1):
+        rec.add(f"{PRIVACY_NAMES}.2.{row}", tag, name)
+        rec.add(f"{PRIVACY_NAMES}.3.{row}", COUNTER64, counted)
+    for n, address in enumerate(PRIVACY_CLIENT_ADDRESSES, 1):
+        index = f"2.{_address_index(address)}"
+        packed = ipaddress.ip_address(address).packed
+        rec.add(f"{PRIVACY_CLIENTS}.2.{index}", COUNTER64, n * 1_000_000)
+        if len(packed) == 4:
+            rec.add(f"{PRIVACY_CLIENTS}.3.{index}", IPADDRESS, address)
+        rec.add(f"{PRIVACY_CLIENTS}.4.{index}", HEX, packed.hex().upper())  # InetAddress
+    for mac, signal in PRIVACY_STATIONS_ROWS:
+        rec.add(f"{PRIVACY_STATIONS}.2.{mac_index(mac)}.2", INTEGER, signal)
+    for index, signal in PRIVACY_CHAIN_ROWS.items():
+        rec.add(f"{PRIVACY_CHAINS}.2.{index}", INTEGER, signal)
+    for row, ((tag, ssid), clients) in enumerate(PRIVACY_SSID_ROWS, 1):
+        rec.add(f"{PRIVACY_SSIDS}.2.{row}", tag, ssid)
+        rec.add(f"{PRIVACY_SSIDS}.3.{row}", GAUGE32, clients)
+    return rec.text()
+
+
 BUILDERS: dict[str, Callable[[], str]] = {
     "mikrotik": build_mikrotik,
     "switch24": build_switch24,
@@ -769,14 +882,20 @@ BUILDERS: dict[str, Callable[[], str]] = {
 }
 
 
+#: Recordings of one test's scenario rather than of a device model: written by main()
+#: too, but outside BUILDERS, which names the device models (tests.support.snmp.RECORDINGS).
+SCENARIO_BUILDERS: dict[str, Callable[[], str]] = {"privacy": build_privacy}
+
+
 def build_all() -> dict[str, str]:
-    """Community name -> recording text, for every recording in tests/snmp_data."""
+    """Community name -> recording text, for every device model in tests/snmp_data."""
     return {name: build() for name, build in BUILDERS.items()}
 
 
 def main() -> int:
     DATA_DIR.mkdir(exist_ok=True)
-    for name, text in build_all().items():
+    scenarios = {name: build() for name, build in SCENARIO_BUILDERS.items()}
+    for name, text in (build_all() | scenarios).items():
         path = DATA_DIR / f"{name}.snmprec"
         path.write_text(text, encoding="iso-8859-1")
         print(f"wrote {path} ({text.count(chr(10))} records)")
