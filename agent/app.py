@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import signal
@@ -63,7 +62,7 @@ class Agent:
         self.pinger = pinger or IcmpPinger()
         self.store = StateStore(config.state_dir)
         self.link = LinkState(rule=config.link.up_when, roles={})
-        self.prober = TargetProber(self.pinger, self.link)
+        self.prober = TargetProber(self.pinger, self.link, self.clocks)
         self.devices: DevicePoller | None = None  # created when SNMP or WiFi is configured
         self.registry = metrics.make_registry(self.snapshot)
         self.pusher: Pusher | None = None
@@ -315,8 +314,8 @@ async def _agent_lifecycle(app: web.Application) -> AsyncIterator[None]:
     if agent.pusher is not None:
         await agent.pusher.stop_sending()
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # A run that ended by itself was logged by `watch`; here it only has to be over.
+    await asyncio.gather(task, return_exceptions=True)
     await agent.stop()
 
 

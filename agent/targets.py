@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from dataclasses import dataclass, field
 
 from agent.config import AgentConfig, Target
@@ -17,6 +16,7 @@ from agent.link import LinkState
 from agent.probes.icmp import IcmpPinger, IcmpResult
 from agent.probes.stats import TargetStats
 from agent.snapshots import TargetSnapshot
+from kipu.clock import Clocks
 from kipu.config.checks import is_ip_address
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,10 @@ class TargetRuntime:
 class TargetProber:
     """Probes each target once per interval, start times spread over the interval."""
 
-    def __init__(self, pinger: IcmpPinger, link: LinkState) -> None:
+    def __init__(self, pinger: IcmpPinger, link: LinkState, clocks: Clocks | None = None) -> None:
         self.pinger = pinger
         self.link = link
+        self.clocks = clocks or Clocks()
         self.targets: dict[str, TargetRuntime] = {}
         self.interval = 1.0
         self.timeout = 2.0
@@ -67,7 +68,7 @@ class TargetProber:
             )
         self.targets = targets
         roles = {t.name: t.role for t in probes.targets}
-        self.link.configure(config.link.up_when, roles, time.monotonic(), time.time())
+        self.link.configure(config.link.up_when, roles, self.clocks.monotonic(), self.clocks.wall())
 
     def snapshot(self) -> tuple[TargetSnapshot, ...]:
         return tuple(
@@ -128,7 +129,7 @@ class TargetProber:
             return
         runtime.judged = number
         changed = self.link.observe(
-            runtime.target.name, result.success, time.monotonic(), time.time()
+            runtime.target.name, result.success, self.clocks.monotonic(), self.clocks.wall()
         )
         if changed is not None:
             detail = ", ".join(

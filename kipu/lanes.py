@@ -24,7 +24,9 @@ Answers (`kipu.remote_write.policy`):
   resume by themselves when the receiver accepts again. `blocked` says so.
 - REJECTED on several records splits them in halves, down to single records, so only
   what the receiver refuses on its own is dropped; a single refused record is dropped
-  and its samples counted.
+  and its samples counted. The newer half goes first: a receiver's window for old
+  samples (Prometheus' out-of-order window) moves on with every live push, so the
+  newest part of a backlog is what can still get in.
 - A request that times out (a large batch on a slow satellite link) makes the next
   backlog batches smaller, down to one record; successes let them grow back.
 
@@ -405,8 +407,10 @@ class Lanes:
             )
         if result.status == 413 and lane == "backlog":
             self.backlog_limit = max(1, len(batch.records) // 2)
+        # Newest half first: against a receiver whose window for old samples moves on
+        # with every live push, what is newest is what can still get in.
         middle = len(batch.records) // 2
-        for half in (batch.records[:middle], batch.records[middle:]):
+        for half in (batch.records[middle:], batch.records[:middle]):
             outcome = await self._deliver_split(half, lane, refused)
             if outcome in (Outcome.RETRY, Outcome.BLOCKED):
                 return outcome

@@ -23,14 +23,16 @@ async def supervised(
     name: str,
     loop: Callable[[], Coroutine[Any, Any, None]],
     *,
-    pause: float = RESTART_PAUSE,
-    pause_cap: float = RESTART_PAUSE_CAP,
+    pause: float | None = None,
+    pause_cap: float | None = None,
 ) -> None:
     """Run `loop()` until cancelled, starting it again whenever it raises or returns.
 
     The pause before a restart doubles after each failure in a row (up to `pause_cap`)
     and starts again from `pause` once the loop ran for longer than `pause_cap`.
     """
+    pause = RESTART_PAUSE if pause is None else pause
+    pause_cap = RESTART_PAUSE_CAP if pause_cap is None else pause_cap
     failures = 0
     timer = asyncio.get_running_loop().time
     while True:

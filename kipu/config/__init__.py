@@ -5,6 +5,7 @@ from kipu.config.loader import (
     Problem,
     Validated,
     load_file,
+    load_node,
     load_text,
     setting,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "format_duration",
     "json_schema",
     "load_file",
+    "load_node",
     "load_text",
     "parse_duration",
     "parse_size",

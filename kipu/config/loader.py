@@ -58,12 +58,14 @@ def setting(
     exclusive_minimum: float | None = None,
     maximum: float | None = None,
     unique: str | None = None,
+    key_pattern: str | None = None,
     check: Callable[[Any], str | None] | None = None,
     default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """Declare a configuration field with its documentation and constraints.
 
     `unique` names a field of the list's items that must not repeat (e.g. ``"name"``);
+    `key_pattern` constrains the keys of a mapping field (``dict[str, Model]``);
     `check` returns why a well-typed value is still wrong, or None.
     """
     metadata = {
@@ -73,6 +75,7 @@ def setting(
         "exclusive_minimum": exclusive_minimum,
         "maximum": maximum,
         "unique": unique,
+        "key_pattern": key_pattern,
         "check": check,
     }
     if default_factory is not None:
@@ -114,8 +117,17 @@ def load_text(model: type[T], text: str, name: str = "<config>") -> T:
         raise ConfigError([Problem(name, 0, "", f"not valid YAML: {err}")]) from err
     if node is None:
         raise ConfigError([Problem(name, 1, "", "the file is empty")])
+    return load_node(model, node, name)
+
+
+def load_node(model: type[T], node: yaml.Node, name: str, key: str = "") -> T:
+    """Build `model` from a YAML node (with its line marks); ConfigError lists every problem.
+
+    For documents assembled by hand, e.g. a CSV row turned into a mapping node whose
+    marks carry the row's line; `key` prefixes the dotted keys in messages.
+    """
     builder = _Builder(name)
-    value = builder.build(model, node, "")
+    value = builder.build(model, node, key)
     if builder.problems:
         raise ConfigError(builder.problems)
     return typing.cast(T, value)
@@ -188,6 +200,8 @@ class _Builder:
                 allowed = ", ".join(str(c) for c in choices)
                 raise self.fail(node, key, f"{text!r} is not one of: {allowed}")
             return text
+        if origin is dict:
+            return self._build_mapping(get_args(hint)[1], node, key, meta)
         if origin in (list, tuple):
             item_hint = get_args(hint)[0]
             if not isinstance(node, yaml.SequenceNode):
@@ -217,6 +231,34 @@ class _Builder:
                 raise self.fail(node, key, f"expected {kind}, got {node.value!r}")
             return self._check_range(hint(value), node, key, meta, node.value)
         raise TypeError(f"unsupported configuration type {hint!r}")  # a bug in a model
+
+    def _build_mapping(self, value_hint: Any, node: yaml.Node, key: str, meta: Any) -> Any:
+        """A mapping of names (matching `meta["pattern"]` when set) to `value_hint`."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, key, "expected a mapping of names to values")
+        result: dict[str, Any] = {}
+        failed = False
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.fail(key_node, key, "expected a name as the key")
+                failed = True
+                continue
+            name = str(key_node.value)
+            if meta.get("key_pattern") and not re.fullmatch(meta["key_pattern"], name):
+                self.fail(
+                    key_node, _join(key, name), f"{name!r} does not match {meta['key_pattern']}"
+                )
+                failed = True
+                continue
+            if name in result:
+                self.fail(key_node, _join(key, name), "duplicate key")
+                failed = True
+                continue
+            result[name] = self.build(value_hint, value_node, _join(key, name))
+            failed = failed or result[name] is None
+        if failed:
+            raise _InvalidError()
+        return result
 
     def _build_union(self, options: tuple[Any, ...], node: yaml.Node, key: str, meta: Any) -> Any:
         if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
@@ -327,7 +369,7 @@ def _hint_kind(hint: Any) -> str:
     origin = get_origin(hint)
     if origin in (list, tuple):
         return "list"
-    if dataclasses.is_dataclass(hint):
+    if dataclasses.is_dataclass(hint) or origin is dict:
         return "mapping"
     return "scalar"
 
@@ -338,7 +380,7 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(str(c) for c in get_args(hint))
     if origin in (list, tuple):
         return "a list"
-    if dataclasses.is_dataclass(hint):
+    if dataclasses.is_dataclass(hint) or origin is dict:
         return "a mapping"
     if origin is Annotated:
         unit = next((e for e in get_args(hint)[1:] if isinstance(e, Unit)), None)

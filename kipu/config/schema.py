@@ -42,6 +42,13 @@ def _schema_of(hint: Any, meta: Any, definitions: dict[str, Any]) -> dict[str, A
         schema = {"enum": list(get_args(hint))}
     elif origin in (list, tuple):
         schema = {"type": "array", "items": _schema_of(get_args(hint)[0], {}, definitions)}
+    elif origin is dict:
+        schema = {
+            "type": "object",
+            "additionalProperties": _schema_of(get_args(hint)[1], {}, definitions),
+        }
+        if meta.get("key_pattern"):
+            schema["propertyNames"] = {"pattern": meta["key_pattern"]}
     elif dataclasses.is_dataclass(hint) and isinstance(hint, type):
         name = hint.__name__
         if name not in definitions:

@@ -20,6 +20,7 @@ from kipu.clock import ClockJudge
 from kipu.remote_write.codec import is_stale_marker, normalise_labels
 from kipu.remote_write.policy import Backoff, Outcome
 from tests.metrics_util import eventually
+from tests.support.clocks import FakeClock
 from tests.support.receiver import Answer, Incoming, Receiver
 
 SERIES = 5
@@ -319,29 +320,9 @@ async def test_live_first_after_an_outage(tmp_path: Path, receiver: Receiver) ->
     arrived_once(receiver, pusher)
 
 
-class FakeClock:
-    """A wall and a monotonic clock the test moves."""
-
-    def __init__(self, wall: float) -> None:
-        self.now_wall = wall
-        self.now_mono = 1000.0
-
-    def wall(self) -> float:
-        return self.now_wall
-
-    def monotonic(self) -> float:
-        return self.now_mono
-
-    def advance(self, seconds: float) -> None:
-        self.now_wall += seconds
-        self.now_mono += seconds
-
-
 async def test_held_snapshots_are_restamped_when_the_clock_is_trusted(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    from kipu.clock import Clocks  # noqa: PLC0415
-
     trusted = [False]
     fake = FakeClock(time.time())
     pusher = Pusher(
@@ -350,7 +331,7 @@ async def test_held_snapshots_are_restamped_when_the_clock_is_trusted(
         tmp_path,
         collect_fixed,
         clock=ClockJudge(settle=10**9, synced=lambda: trusted[0], uptime=lambda: 0),
-        clocks=Clocks(fake.wall, fake.monotonic),
+        clocks=fake.clocks(),
     )
     await pusher.open()
     receiver.stop()  # nobody vouches for the clock
