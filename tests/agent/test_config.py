@@ -13,6 +13,7 @@ from agent.__main__ import config_schema
 from agent.config import AgentConfig, load_config
 from kipu.config import ConfigError, Problem, format_duration, parse_duration, parse_size
 from kipu.config.checks import split_host_port
+from tests.support.fixtures import need_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -368,7 +369,7 @@ def test_shipped_json_schema_matches_the_models() -> None:
 
 
 def test_schema_validates_contract_and_rejects_unknown_keys(tmp_path: Path) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema = need_module("jsonschema")  # in pyproject's dev extra
     schema = json.loads(config_schema())
     jsonschema.validate(yaml.safe_load(CONTRACT), schema)
     with pytest.raises(jsonschema.ValidationError):

@@ -10,9 +10,10 @@ import pytest
 
 from tests.agent_process import AgentProcess, free_port, loopback_get
 from tests.metrics_util import wait_until
-from tests.support.prometheus import PROMTOOL, PrometheusServer, prometheus_missing
+from tests.support.fixtures import requires_prometheus
+from tests.support.prometheus import PROMTOOL, PrometheusServer
 
-pytestmark = pytest.mark.skipif(prometheus_missing() is not None, reason=str(prometheus_missing()))
+pytestmark = requires_prometheus
 
 
 @pytest.fixture

@@ -4,16 +4,17 @@ and every sample arrives once, with its original timestamp."""
 from __future__ import annotations
 
 import itertools
+import signal
 import textwrap
 from pathlib import Path
 
-import pytest
-
+from tests.agent.test_push_power import spooled_values
 from tests.agent_process import AgentProcess, free_port
 from tests.metrics_util import wait_until
-from tests.support.prometheus import PrometheusServer, prometheus_missing
+from tests.support.fixtures import requires_prometheus
+from tests.support.prometheus import PrometheusServer
 
-pytestmark = pytest.mark.skipif(prometheus_missing() is not None, reason=str(prometheus_missing()))
+pytestmark = requires_prometheus
 
 INTERVAL = 0.2
 
@@ -74,16 +75,25 @@ def test_receiver_outage_loses_nothing(tmp_path: Path) -> None:
             assert agent.scrape().value("kipu_spool_samples") > 0
             prom.start()
             wait_until(lambda: agent.scrape().value("kipu_spool_samples") == 0, timeout=60)
+            counted = agent.scrape().value("kipu_push_snapshots_total")
+            # SIGTERM lets the requests under way finish and flushes the spool: after it
+            # every snapshot is either in Prometheus or in the spool, and nothing moves.
+            assert agent.stop(signal.SIGTERM) == 0
             counter = samples(prom, 'kipu_push_snapshots_total{site_id="push-0001"}[10m]')
             build = samples(prom, 'kipu_agent_build_info{site_id="push-0001"}[10m]')
         assert "retrying with backoff, the data stays spooled" in agent.log()
 
     values = [v for _, v in counter]
-    # Snapshot n carries the count of snapshots before it: 0, 1, 2, ... with no gap,
-    # no repeat, and every other series has exactly as many samples.
+    left = spooled_values(tmp_path / "state", "kipu_push_snapshots_total")
+    # Snapshot n carries the count of snapshots before it: what arrived is 0, 1, 2, ...
+    # with no gap and no repeat, what the stop left in the spool follows on, and every
+    # other series has exactly as many samples.
     assert values == [float(i) for i in range(len(values))], values
-    assert len(values) >= taken + 15
+    assert left == [float(i) for i in range(len(values), len(values) + len(left))], left
     assert len(build) == len(values)
+    # Every snapshot the agent had counted at the end is there (it took more since).
+    assert len(values) + len(left) >= counted
+    assert len(values) >= taken + 15
     # Original timestamps: evenly spaced at the push interval across the outage.
     times = [t for t, _ in counter]
     steps = [b - a for a, b in itertools.pairwise(times)]

@@ -88,8 +88,12 @@ def test_loss_retries_dead_device_and_icmp_undisturbed(tmp_path: Path, snmp_data
                 # The device comes back.
                 bed.udp_loss_clear()
                 wait_until(lambda: agent.scrape().get("kipu_snmp_up", **labels) == 1, timeout=20)
-            # Logged when the state changes, not at every failed poll.
-            assert agent.log().count("SNMP device router (") <= 2  # the loss phase may add one
+            # Logged when the state changes, not at every failed poll: "is down" once for the
+            # dead device (the loss phase may add one), "answers" at the first answer and
+            # again after each time down.
+            downs = agent.log().count(f"SNMP device router ({device_address}) is down")
+            assert downs in (1, 2), downs
+            assert agent.log().count("SNMP device router answers") == downs + 1
 
 
 MAC = re.compile(r"(?<![0-9A-Fa-f:])([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}(?![0-9A-Fa-f:])")
@@ -181,7 +185,7 @@ def test_no_client_address_anywhere(tmp_path: Path, snmpsim: SnmpSim, snmp_data:
             receiver.stop()  # let the spool hold data too
             wait_until(lambda: agent.scrape().value("kipu_spool_samples") > 0, timeout=20)
             _, metrics_text = loopback_get("127.0.0.1", agent.port, "/metrics")
-            agent.stop(signal.SIGTERM)
+            assert agent.stop(signal.SIGTERM) == 0
         places = {"metrics": metrics_text.decode(), "log": agent.log()}
         for path in (tmp_path / "state").rglob("*"):
             if path.is_file():

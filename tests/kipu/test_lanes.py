@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from kipu.lanes import LaneSettings, Lanes, merge
+from kipu.lanes import Lanes, LaneSettings, merge
 from kipu.remote_write.client import RemoteWriteClient
 from kipu.remote_write.codec import decode, encode, normalise_labels
 from kipu.remote_write.policy import Outcome
 from kipu.spool import Record, Spool
+from tests.metrics_util import eventually
 from tests.support.receiver import Answer, Incoming, Receiver
 
 UP = normalise_labels({"__name__": "up", "site_id": "a"})
@@ -106,8 +107,11 @@ async def test_stop_lets_a_request_under_way_finish(tmp_path: Path, receiver: Re
         record = append(lanes.spool, 1000)
         lanes.spool.sync()
         lanes.notify([record])
-        while not receiver.requests and not lanes._inflight:
-            await asyncio.sleep(0.01)
+
+        async def under_way() -> bool:
+            return bool(lanes._inflight)
+
+        await eventually(under_way, within=5, step=0.001)
         await lanes.stop(grace=5)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

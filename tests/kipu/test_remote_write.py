@@ -47,6 +47,7 @@ from kipu.remote_write.codec import (
 )
 from kipu.remote_write.policy import Backoff, Outcome, classify, parse_retry_after
 from kipu.remote_write.proto import remote_pb2
+from tests.support.fixtures import fail_missing, need_module
 
 ROOT = Path(__file__).resolve().parents[2]
 USER_AGENT = "kipu-agent/0.0.0-test"
@@ -659,7 +660,7 @@ class Pki:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("the openssl command is not installed: cannot make a test CA")
+        fail_missing("openssl", "the command that makes the test CA is not installed")
     folder = tmp_path_factory.mktemp("pki")
     ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
 
@@ -724,9 +725,7 @@ async def test_https_without_the_ca_is_refused(
 
 
 def _regenerate(tmp_path: Path) -> tuple[str, str]:
-    pytest.importorskip(
-        "grpc_tools", reason="grpcio-tools is not installed: cannot regenerate the protobuf code"
-    )
+    need_module("grpc_tools")  # grpcio-tools, pinned in pyproject's dev extra
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", "-I.", f"--python_out={tmp_path}",
          f"--pyi_out={tmp_path}", "kipu/remote_write/proto/remote.proto"],
@@ -754,10 +753,12 @@ def test_generated_schema_matches_proto(tmp_path: Path) -> None:
 def test_generated_files_are_identical(tmp_path: Path) -> None:
     python, stubs = _regenerate(tmp_path)
     committed = (ROOT / "kipu" / "remote_write" / "proto" / "remote_pb2.py").read_text()
-    if _gencode_version(python) != _gencode_version(committed):
-        pytest.skip(
-            f"installed grpcio-tools makes protobuf {_gencode_version(python)} code, the "
-            f"committed code is {_gencode_version(committed)}: only the schema is compared"
-        )
+    # The dev extra pins grpcio-tools to one version, and with it the protoc that writes
+    # the code: a different protobuf version means the pin and the committed code disagree.
+    assert _gencode_version(python) == _gencode_version(committed), (
+        f"the pinned grpcio-tools makes protobuf {_gencode_version(python)} code, the "
+        f"committed code is {_gencode_version(committed)}: regenerate it with the pinned "
+        "grpcio-tools (see the comment at the top of remote.proto)"
+    )
     assert python == committed
     assert stubs == (ROOT / "kipu" / "remote_write" / "proto" / "remote_pb2.pyi").read_text()

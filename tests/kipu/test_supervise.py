@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 
 import pytest
@@ -31,7 +32,7 @@ async def test_a_failing_loop_is_started_again_with_growing_pauses(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps[0] >= 0.05
     assert gaps[1] >= 0.1
     assert gaps[2] >= 0.2
