@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.link import LinkCounters
+from kipu.fs import LOCAL, FileSystem
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,9 @@ def read_boot_time(path: str = "/proc/stat") -> float | None:
 class StateStore:
     """The agent's folder: an exclusive lock and the atomically replaced state file."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, fs: FileSystem = LOCAL) -> None:
         self.state_dir = state_dir
+        self._fs = fs
         self.path = state_dir / STATE_FILE
         self._lock: IO[bytes] | None = None
         # The heartbeat saves from a worker thread; a stop may save at the same time.
@@ -177,7 +179,7 @@ class StateStore:
     def open(self) -> None:
         """Create the folder if needed and take its lock; StateError if impossible."""
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+            self._fs.makedirs(self.state_dir, 0o750)
             self._lock = open(self.state_dir / LOCK_FILE, "ab")  # noqa: SIM115 - held open
         except OSError as err:
             raise StateError(f"cannot use state_dir {self.state_dir}: {err}") from err
@@ -198,7 +200,7 @@ class StateStore:
     def load(self) -> SavedState | None:
         """The saved state, or None when there is none or it is unreadable (set aside)."""
         try:
-            data = self.path.read_bytes()
+            data = self._fs.read_bytes(self.path)
         except FileNotFoundError:
             return None
         except OSError as err:
@@ -208,7 +210,7 @@ class StateStore:
         except ValueError as err:
             aside = self.path.with_name(f"{STATE_FILE}.corrupt-{int(time.time())}")
             with contextlib.suppress(OSError):
-                self.path.rename(aside)
+                self._fs.replace(self.path, aside)
             log.error(
                 "state file %s is unreadable (%s); kept as %s, counting from zero",
                 self.path,
@@ -229,15 +231,17 @@ class StateStore:
 
     def _save(self, state: SavedState) -> None:
         tmp = self.path.with_name(f".{STATE_FILE}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        fd = self._fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
-            os.write(fd, encode(state))
-            os.fsync(fd)
+            data = memoryview(encode(state))
+            while data:  # a write may be short (a nearly full disk): never rename a stub
+                data = data[self._fs.write(fd, data) :]
+            self._fs.fsync(fd)
         finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.state_dir, os.O_RDONLY)
+            self._fs.close(fd)
+        self._fs.replace(tmp, self.path)
+        dir_fd = self._fs.open(self.state_dir, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)
+            self._fs.fsync(dir_fd)
         finally:
-            os.close(dir_fd)
+            self._fs.close(dir_fd)

@@ -40,6 +40,10 @@ keeps the flash almost untouched. On power loss at any instant:
   samples at identical timestamps, which Prometheus accepts as duplicates;
 - a segment deleted since the last sync may come back: its records are sent again.
 
+A deleted segment whose file holds the only copy of acks for older segments, or of the
+newest meta, is unlinked by the next sync once it has written them again: the file
+system may commit an unlink before any fsync asks for it.
+
 Bounds: ``max_bytes`` counts the frames of waiting records, on disk and in memory. The
 files may exceed it by at most the segment being written (records dropped from it one
 by one stay in the file until it is deleted) plus ack and meta frames. In memory the
@@ -70,6 +74,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from kipu.fs import LOCAL, FileSystem
 from kipu.spool.frames import (
     SEGMENT_NAME,
     CorruptFrameError,
@@ -180,10 +185,18 @@ class _Plan:
 class Spool:
     """A durable, bounded queue of records in `directory` (see the module docstring)."""
 
-    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int,
+        segment_bytes: int = 1 << 20,
+        *,
+        fs: FileSystem = LOCAL,
+    ) -> None:
         if max_bytes <= 0 or segment_bytes <= 0:
             raise ValueError("max_bytes and segment_bytes must be positive")
         self.directory = directory
+        self._fs = fs
         self.max_bytes = max_bytes
         self.segment_bytes = max(MIN_SEGMENT_BYTES, min(segment_bytes, max_bytes // 8))
         self.dropped_samples = 0  # because of max_bytes or a full disk; persisted
@@ -203,6 +216,7 @@ class Spool:
         self._floor_logged = 0
         self._dropped_logged = 0
         self._dir_dirty = False
+        self._doomed: list[Path] = []  # deleted segments to unlink once nothing is unwritten
 
     # -- public API --
 
@@ -237,10 +251,10 @@ class Spool:
         with self._lock:
             if self._opened:
                 raise RuntimeError("spool already opened")
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+            self._fs.makedirs(self.directory, 0o750)
             names = sorted(
                 int(match.group(1))
-                for entry in os.listdir(self.directory)
+                for entry in self._fs.listdir(self.directory)
                 if (match := SEGMENT_NAME.match(entry))
             )
             acks: list[tuple[int, int]] = []
@@ -320,7 +334,7 @@ class Spool:
                 if plan is not None:
                     # Outside the lock: fdatasync on flash can take a second, and the
                     # event loop keeps appending, reading and acknowledging meanwhile.
-                    failure = _write_durably(plan.fd, plan.start, plan.data)
+                    failure = _write_durably(self._fs, plan.fd, plan.start, plan.data)
                     with self._lock:
                         if failure is None:
                             self._commit(plan)
@@ -335,6 +349,7 @@ class Spool:
                     wanted = len(plan.data) if plan is not None else MIN_SEGMENT_BYTES
                     with self._lock:
                         freed = self._free_space(wanted)
+                        self._unlink_doomed()  # space first: at worst acks are forgotten
                     if freed:
                         continue
                 self._failed(failure)
@@ -380,7 +395,7 @@ class Spool:
         self.sync()
         with self._sync_lock, self._lock:
             if self._fd is not None:
-                os.close(self._fd)
+                self._fs.close(self._fd)
                 self._fd = None
             self._closed = True
 
@@ -389,7 +404,7 @@ class Spool:
     def _load_segment(self, name: int, highest: int) -> tuple[_Segment, SegmentScan] | None:
         path = self.directory / f"{name:020d}.seg"
         try:
-            data = path.read_bytes()
+            data = self._fs.read_bytes(path)
         except OSError as err:
             log.error("spool segment %s unreadable, skipped: %s", path, err)
             self.corrupt_records += 1
@@ -415,7 +430,7 @@ class Spool:
                 len(data) - scan.valid_end,
             )
             try:
-                os.truncate(path, scan.valid_end)
+                self._fs.truncate(path, scan.valid_end)
             except OSError as err:
                 log.error("cannot cut the torn tail of %s: %s", path, err)
         return segment, scan
@@ -514,15 +529,29 @@ class Spool:
                 self._unlogged_acks.update(older.gone_ids())
         del self._segments[at]
         if at == len(self._segments) and self._fd is not None:
-            os.close(self._fd)
+            self._fs.close(self._fd)
             self._fd = None
+        if (segment.refs_older and at) or not any(later.size for later in self._segments[at:]):
+            # Its acks for older segments, or the newest meta (id floor, dropped samples),
+            # are on disk nowhere else yet: an unlink that reached the disk before the next
+            # write would bring acknowledged records back, or lower the floor.
+            self._doomed.append(segment.path)
+        else:
+            self._unlink(segment.path)
+
+    def _unlink(self, path: Path) -> None:
         try:
-            segment.path.unlink()
+            self._fs.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as err:
-            log.error("cannot delete spool segment %s: %s", segment.path, err)
+            log.error("cannot delete spool segment %s: %s", path, err)
         self._dir_dirty = True
+
+    def _unlink_doomed(self) -> None:
+        for path in self._doomed:
+            self._unlink(path)
+        self._doomed.clear()
 
     # -- writing --
 
@@ -533,11 +562,12 @@ class Spool:
         needs_floor = self._next_id + ID_LEASE // 2 > self._floor_logged
         needs_meta = needs_floor or self.dropped_samples != self._dropped_logged
         if not (self._pending or self._unlogged_acks or needs_meta):
+            self._unlink_doomed()  # everything they held is written again by now
             return None
         if current is None or (self._pending and current.size >= self.segment_bytes):
             current = self._new_segment()
         if self._fd is None:
-            self._fd = os.open(current.path, os.O_WRONLY | os.O_CLOEXEC)
+            self._fd = self._fs.open(current.path, os.O_WRONLY | os.O_CLOEXEC)
         frames: list[bytes] = []
         meta = None
         if needs_meta or current.size == 0:
@@ -564,9 +594,9 @@ class Spool:
         first = next(iter(self._pending), self._next_id)
         name = max(first, self._segments[-1].name + 1) if self._segments else first
         segment = _Segment(name, self.directory / f"{name:020d}.seg")
-        fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        fd = self._fs.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         if self._fd is not None:
-            os.close(self._fd)
+            self._fs.close(self._fd)
         self._fd = fd
         self._segments.append(segment)
         self._dir_dirty = True
@@ -641,11 +671,11 @@ class Spool:
                 return
             self._dir_dirty = False
         try:
-            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = self._fs.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                os.fsync(fd)
+                self._fs.fsync(fd)
             finally:
-                os.close(fd)
+                self._fs.close(fd)
         except OSError as err:
             log.warning("spool: cannot fsync %s: %s", self.directory, err)
             with self._lock:
@@ -693,9 +723,7 @@ class Spool:
         start = min(segment.offsets[at] for at in indices)
         end = max(segment.offsets[at] + segment.sizes[at] for at in indices)
         try:
-            with open(segment.path, "rb") as f:
-                f.seek(start)
-                data = f.read(end - start)
+            data = self._fs.read_at(segment.path, start, end - start)
         except OSError as err:
             log.error("spool segment %s unreadable: %s", segment.path, err)
             data = b""
@@ -717,7 +745,7 @@ class Spool:
         return records
 
 
-def _write_durably(fd: int, start: int, data: bytes) -> OSError | None:
+def _write_durably(fs: FileSystem, fd: int, start: int, data: bytes) -> OSError | None:
     """Write `data` at `start` and fdatasync; on failure cut the file back to `start`.
 
     Writing at an explicit offset (not O_APPEND) means that even when the cut fails,
@@ -726,11 +754,11 @@ def _write_durably(fd: int, start: int, data: bytes) -> OSError | None:
     try:
         written = 0
         while written < len(data):
-            written += os.pwrite(fd, memoryview(data)[written:], start + written)
-        os.fdatasync(fd)
+            written += fs.pwrite(fd, memoryview(data)[written:], start + written)
+        fs.fdatasync(fd)
     except OSError as err:
         try:
-            os.ftruncate(fd, start)
+            fs.ftruncate(fd, start)
         except OSError as cut:
             log.error("spool: cannot cut back a failed write: %s", cut)
         return err
