@@ -113,7 +113,7 @@ class Agent:
             if self.pusher is not None:
                 await self.pusher.open()
             self.prober.configure(self.config)
-            self._configure_devices(self.config)
+            await self._configure_devices(self.config)
             await self.save_state()
         except BaseException:
             self.store.close()
@@ -212,10 +212,10 @@ class Agent:
                 for problem in err.problems:
                     log.error("reload refused: %s", problem)
                 return [str(p) for p in err.problems]
-            self.apply(new)
+            await self.apply(new)
             return []
 
-    def apply(self, new: AgentConfig) -> None:
+    async def apply(self, new: AgentConfig) -> None:
         old = self.config
         for key in ("listen", "state_dir", "push"):
             if getattr(new, key) != getattr(old, key):
@@ -223,7 +223,7 @@ class Agent:
         new = dataclasses.replace(new, listen=old.listen, state_dir=old.state_dir, push=old.push)
         self.config = new
         self.prober.configure(new)
-        self._configure_devices(new)
+        await self._configure_devices(new)
         if self._group is not None and self._prober_task is not None:
             self._prober_task.cancel()
             self._prober_task = self._group.create_task(supervised("probing", self.prober.run))
@@ -235,7 +235,7 @@ class Agent:
             )
         log.info("configuration reloaded: %d targets", len(new.probes.targets))
 
-    def _configure_devices(self, config: AgentConfig) -> None:
+    async def _configure_devices(self, config: AgentConfig) -> None:
         if self.devices is None and (config.snmp or config.wifi):
             # SNMP profiles, WiFi sources and the usage counts load only when used.
             from agent.daily_uniques import DailyUniques  # noqa: PLC0415
@@ -244,7 +244,8 @@ class Agent:
             config_dir = Path(self.config_path).parent if self.config_path is not None else None
             self.devices = DevicePoller(DailyUniques(), config_dir=config_dir)
         if self.devices is not None:
-            self.devices.configure(config)
+            profiles = await asyncio.to_thread(self.devices.load_profiles, config)
+            self.devices.configure(config, profiles)
 
     def healthy(self) -> bool:
         return self._prober_task is not None and not self._prober_task.done()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,17 +87,21 @@ class DevicePoller:
         self.wifi_sources: tuple[WifiSource, ...] = ()
         self.local: dict[str, LocalCount] = {}
 
-    def configure(self, config: AgentConfig) -> None:
-        """Take a (new) configuration; state of unchanged devices carries over."""
+    def load_profiles(self, config: AgentConfig) -> dict[str, Profile]:
+        """The profile of every device (custom ones are read from disk: call this from a
+        worker thread)."""
+        return {d.name: builtin_or_file(d.profile, self.config_dir) for d in config.snmp}
+
+    def configure(self, config: AgentConfig, profiles: Mapping[str, Profile]) -> None:
+        """Take a (new) configuration and its devices' `profiles` (`load_profiles`); the
+        state of unchanged devices carries over."""
         devices: dict[str, DeviceRuntime] = {}
         for device in config.snmp:
             old = self.devices.get(device.name)
             if old is not None and old.config == device:
                 devices[device.name] = old
             else:
-                devices[device.name] = DeviceRuntime(
-                    device, builtin_or_file(device.profile, self.config_dir)
-                )
+                devices[device.name] = DeviceRuntime(device, profiles[device.name])
         self.devices = devices
         self.wifi_sources = config.wifi
         self.local = {k: v for k, v in self.local.items() if k in self._local_keys()}
@@ -108,7 +112,8 @@ class DevicePoller:
     async def start(self) -> None:
         """Create and warm the SNMP engine when there are devices to poll."""
         if self.devices and self._client is None:
-            self._client = self._client_factory()
+            # Building the engine reads its MIB modules from disk: not on the event loop.
+            self._client = await asyncio.to_thread(self._client_factory)
             seconds = await self._client.warm()
             log.info("SNMP engine ready in %.2fs", seconds)
 

@@ -20,7 +20,6 @@ trusted.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import time
 from collections.abc import Callable
@@ -63,10 +62,11 @@ class _Timex(ctypes.Structure):
 
 @functools.cache
 def _adjtimex() -> Callable[..., int] | None:
-    # find_library runs ldconfig or a compiler in a subprocess: look it up once.
+    # The interpreter is linked against the C library: its own symbols hold adjtimex,
+    # with no search (find_library would run ldconfig in a subprocess). Looked up once.
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        return libc.adjtimex
+        adjtimex: Callable[..., int] = ctypes.CDLL(None, use_errno=True).adjtimex
+        return adjtimex
     except (OSError, AttributeError):
         return None
 

@@ -107,8 +107,18 @@ _PRIV = {
 }
 
 
+_MODULES_OF_A_REQUEST = (
+    "PYSNMP-MIB",
+    "PYSNMP-SOURCE-MIB",
+    "PYSNMP-USM-MIB",
+    "SNMPv2-TM",
+    "__PYSNMP-USM-MIB",
+)
+
+
 class SnmpClient:
-    """Polls devices with one shared engine. Create and use inside the running loop."""
+    """Polls devices with one shared engine. Create it in a worker thread (building an
+    engine reads files), use it inside the running loop."""
 
     max_repetitions = 25
     parallel_walks = 3
@@ -117,7 +127,7 @@ class SnmpClient:
         import pysnmp.hlapi.v3arch.asyncio as hlapi  # noqa: PLC0415 - only when SNMP is used
 
         self._hlapi = hlapi
-        self._engine = hlapi.SnmpEngine()
+        self._engine = self._new_engine()
         self._transports: dict[tuple[str, int, float, int], Any] = {}
         # pysnmp keys SNMPv3 users by name: two devices with one user name but different
         # keys would overwrite each other in one engine. The first set of keys of a name
@@ -149,14 +159,25 @@ class SnmpClient:
         self._engines.clear()
         self._transports.clear()
 
-    def _engine_for(self, credentials: Credentials) -> Any:
+    def _new_engine(self) -> Any:
+        """An engine with every MIB module a request loads already in memory.
+
+        pysnmp reads its MIB modules from disk the first time an engine needs them,
+        which would block the event loop: build engines in a worker thread (the client
+        itself is built in one) and load those modules here, at once.
+        """
+        engine = self._hlapi.SnmpEngine()
+        engine.get_mib_builder().load_modules(*_MODULES_OF_A_REQUEST)
+        return engine
+
+    async def _engine_for(self, credentials: Credentials) -> Any:
         if credentials.user is None:
             return self._engine
         owner = self._usm_owner.setdefault(credentials.user, credentials)
         if owner == credentials:
             return self._engine
         if credentials not in self._engines:
-            self._engines[credentials] = self._hlapi.SnmpEngine()
+            self._engines[credentials] = await asyncio.to_thread(self._new_engine)
         return self._engines[credentials]
 
     def _auth(self, credentials: Credentials) -> Any:
@@ -205,7 +226,7 @@ class SnmpClient:
         found_columns: dict[str, dict[str, Value]] = {c: {} for c in columns}
         try:
             async with asyncio.timeout(deadline):
-                engine = self._engine_for(device.credentials)
+                engine = await self._engine_for(device.credentials)
                 auth = self._auth(device.credentials)
                 transport = await self._transport(device)
                 if scalars:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -49,7 +50,7 @@ async def start(
     aiohttp_client: AiohttpClient, tmp_path: Path, targets: str = TWO
 ) -> tuple[Agent, Client, Path]:
     path = write_config(tmp_path / "agent.yaml", tmp_path / "state", targets)
-    agent = Agent(load_config(path), path)
+    agent = Agent(await asyncio.to_thread(load_config, path), path)
     client = await aiohttp_client(make_app(agent))
     return agent, client, path
 

@@ -66,12 +66,14 @@ async def running(agent: Agent) -> AsyncIterator[Agent]:
 
 
 async def test_a_cut_is_counted_once_ntp_sets_the_clock(tmp_path: Path) -> None:
-    saved_before_the_cut(tmp_path, HEARTBEAT)
+    await asyncio.to_thread(saved_before_the_cut, tmp_path, HEARTBEAT)
     fake = FakeClock(BOOTED_IN_1970)
     synced = [False]
     judge = ClockJudge(settle=10**9, synced=lambda: synced[0], uptime=lambda: 0.0)
     path = write_config(tmp_path)
-    agent = Agent(load_config(path), path, clocks=fake.clocks(), clock=judge)
+    agent = Agent(
+        await asyncio.to_thread(load_config, path), path, clocks=fake.clocks(), clock=judge
+    )
     async with running(agent):
         fake.advance(45)  # the agent runs 45 s with the clock at 1970
         await agent.save_state()  # a heartbeat while untrusted
@@ -92,11 +94,13 @@ async def test_a_cut_is_counted_once_ntp_sets_the_clock(tmp_path: Path) -> None:
 
 
 async def test_a_second_cut_before_the_clock_is_trusted_counts_both(tmp_path: Path) -> None:
-    saved_before_the_cut(tmp_path, HEARTBEAT)
+    await asyncio.to_thread(saved_before_the_cut, tmp_path, HEARTBEAT)
     path = write_config(tmp_path)
     judge = ClockJudge(settle=10**9, synced=lambda: False, uptime=lambda: 0.0)
     first = FakeClock(BOOTED_IN_1970)
-    agent = Agent(load_config(path), path, clocks=first.clocks(), clock=judge)
+    agent = Agent(
+        await asyncio.to_thread(load_config, path), path, clocks=first.clocks(), clock=judge
+    )
     async with running(agent):
         first.advance(600)  # ten minutes of running, never trusted
         await agent.save_state()
@@ -104,14 +108,16 @@ async def test_a_second_cut_before_the_clock_is_trusted_counts_both(tmp_path: Pa
     # box boots and NTP sets the clock at once.
     second = FakeClock(HEARTBEAT + 3600 + 600 + 1200)  # cut 1 h, ran 10 min, cut 20 min
     ntp = ClockJudge(settle=10**9, synced=lambda: True, uptime=lambda: 0.0)
-    agent = Agent(load_config(path), path, clocks=second.clocks(), clock=ntp)
+    agent = Agent(
+        await asyncio.to_thread(load_config, path), path, clocks=second.clocks(), clock=ntp
+    )
     async with running(agent):
         assert agent.link.counters.offline_seconds == 100.0 + 3600 + 1200
 
 
 async def test_the_receivers_date_vouches_and_the_cut_is_counted(tmp_path: Path) -> None:
     cut = 5400.0
-    saved_before_the_cut(tmp_path, time.time() - cut)
+    await asyncio.to_thread(saved_before_the_cut, tmp_path, time.time() - cut)
     with Receiver() as receiver:
         push = textwrap.dedent(
             f"""\
@@ -126,7 +132,7 @@ async def test_the_receivers_date_vouches_and_the_cut_is_counted(tmp_path: Path)
         path = write_config(tmp_path, push)
         # No NTP discipline and a fresh boot: only the receiver can vouch for the clock.
         judge = ClockJudge(settle=3600, synced=lambda: None, uptime=lambda: 5.0)
-        agent = Agent(load_config(path), path, clock=judge)
+        agent = Agent(await asyncio.to_thread(load_config, path), path, clock=judge)
         async with running(agent):
             await eventually(lambda: _offline_is(agent, 100.0 + cut, tolerance=3), within=10)
             assert agent.pusher is not None

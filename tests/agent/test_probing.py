@@ -3,6 +3,7 @@ jitter, loss and outages the test controls (tests/support/netns.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import textwrap
 import time
@@ -86,7 +87,9 @@ class Running:
 
 
 async def run_agent(aiohttp_client: AiohttpClient, bed: Testbed, config: Path) -> Running:
-    agent = Agent(load_config(config), config, IcmpPinger(open_in=bed.call_in_site))
+    agent = Agent(
+        await asyncio.to_thread(load_config, config), config, IcmpPinger(open_in=bed.call_in_site)
+    )
     client = await aiohttp_client(make_app(agent))
     return Running(agent, client)
 

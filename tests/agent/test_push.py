@@ -189,7 +189,7 @@ async def test_refused_batches_split_until_only_the_old_snapshots_are_dropped(
     receiver.answer = answering(503)
     async with run_then_drain(tmp_path, receiver) as pusher:
         await until(lambda: pusher.snapshots >= 30 and len(pusher.spool) >= 30)
-        waiting = sorted(r.first_ms for r in pusher.spool.oldest(1000))
+        waiting = sorted(r.first_ms for r in await asyncio.to_thread(pusher.spool.oldest, 1000))
         cutoff = waiting[12]
         # Any request holding a sample older than the cut-off is refused as a whole.
 
@@ -197,7 +197,12 @@ async def test_refused_batches_split_until_only_the_old_snapshots_are_dropped(
             return Answer(status, body) if incoming.oldest_ms < cutoff else Answer(204)
 
         receiver.answer = refuse_old
-        await until(lambda: not [r for r in pusher.spool.oldest(1) if r.first_ms < cutoff])
+
+        async def old_ones_gone() -> bool:
+            oldest = await asyncio.to_thread(pusher.spool.oldest, 1)
+            return not [r for r in oldest if r.first_ms < cutoff]
+
+        await eventually(old_ones_gone)
     refused = 12
     arrived = arrived_once(receiver, pusher, refused)
     assert min(arrived) == cutoff  # nothing before the cut-off, everything after it
@@ -344,7 +349,7 @@ async def test_held_snapshots_are_restamped_when_the_clock_is_trusted(
     fake.now_wall += 3600  # NTP stepped the clock an hour ahead
     await pusher.snapshot()
     assert pusher.restamped_samples == 3 * SERIES
-    taken = sorted(r.first_ms for r in pusher.spool.oldest(10))
+    taken = sorted(r.first_ms for r in await asyncio.to_thread(pusher.spool.oldest, 10))
     assert [b - a for a, b in itertools.pairwise(taken)] == [15_000] * 3  # as they were taken
     assert taken[-1] == int(fake.now_wall * 1000)
     await pusher.close()

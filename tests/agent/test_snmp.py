@@ -3,6 +3,7 @@ and Debian's snmpd (v2c and SNMPv3 authPriv)."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -52,7 +53,7 @@ Scraper = Callable[[], Awaitable[Scrape]]
 
 
 async def start(aiohttp_client: AiohttpClient, config: Path) -> tuple[Agent, Scraper]:
-    agent = Agent(load_config(config), config)
+    agent = Agent(await asyncio.to_thread(load_config, config), config)
     client = await aiohttp_client(make_app(agent))
 
     async def scrape() -> Scrape:
@@ -207,7 +208,7 @@ async def test_snmpd_smoke_v2c_and_v3(
 async def test_a_second_poll_reads_no_rows_past_the_table(
     snmpsim: SnmpSim, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = SnmpClient()
+    client = await asyncio.to_thread(SnmpClient)
     received: list[int] = []
     original = client._hlapi.bulk_cmd
 

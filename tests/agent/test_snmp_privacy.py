@@ -8,6 +8,7 @@ it with a custom profile mapping all of them to labels.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import re
@@ -149,7 +150,7 @@ Scraper = Callable[[], Awaitable[tuple[str, Scrape]]]
 
 
 async def start(aiohttp_client: AiohttpClient, config: Path) -> Scraper:
-    agent = Agent(load_config(config), config)
+    agent = Agent(await asyncio.to_thread(load_config, config), config)
     client = await aiohttp_client(make_app(agent))
 
     async def scrape() -> tuple[str, Scrape]:

@@ -65,7 +65,7 @@ async def test_a_failing_component_keeps_probing_and_pushing(
             "  interval: 100ms\n  timeout: 2s\n  spread: 0s\n  clock_settle: 0s\n"
         )
         path = write_config(tmp_path, extra)
-        agent = Agent(load_config(path), path)
+        agent = Agent(await asyncio.to_thread(load_config, path), path)
         await agent.start()
         task = asyncio.create_task(agent.run())
         try:

@@ -46,7 +46,7 @@ async def lanes_over(
     tmp_path: Path, receiver: Receiver, settings: LaneSettings
 ) -> AsyncIterator[Lanes]:
     spool = Spool(tmp_path / "spool", 1 << 24)
-    spool.open()
+    await asyncio.to_thread(spool.open)
     client = RemoteWriteClient(receiver.url, user_agent="kipu-test/1", timeout=5)
     lanes = Lanes(spool, client, settings, name="test")
     lanes.opened()
@@ -54,7 +54,7 @@ async def lanes_over(
         yield lanes
     finally:
         await client.close()
-        spool.close()
+        await asyncio.to_thread(spool.close)
 
 
 def append(spool: Spool, stamp: int, value: float = 1.0) -> Record:
@@ -69,7 +69,7 @@ async def test_undecodable_records_are_dropped_and_counted_alone(
             append(lanes.spool, stamp)
         lanes.spool.append(b"\x05damaged", 1, 2500, 2500)
         append(lanes.spool, 3000)
-        lanes.spool.sync()
+        await asyncio.to_thread(lanes.spool.sync)
         lanes.opened()
         assert await lanes.drain_once(live_too=True) is Outcome.OK
         assert lanes.counters.undecodable_records == 1
@@ -85,7 +85,7 @@ async def test_a_refused_batch_is_bisected_newest_first(tmp_path: Path, receiver
     async with lanes_over(tmp_path, receiver, LaneSettings()) as lanes:
         for n in range(16):
             append(lanes.spool, n * 1000)
-        lanes.spool.sync()
+        await asyncio.to_thread(lanes.spool.sync)
         lanes.opened()
         assert await lanes.drain_once(live_too=True) is Outcome.OK
         assert lanes.counters.rejected_samples == 1
@@ -105,7 +105,7 @@ async def test_stop_lets_a_request_under_way_finish(tmp_path: Path, receiver: Re
     async with lanes_over(tmp_path, receiver, settings) as lanes:
         task = asyncio.create_task(lanes.run())
         record = append(lanes.spool, 1000)
-        lanes.spool.sync()
+        await asyncio.to_thread(lanes.spool.sync)
         lanes.notify([record])
 
         async def under_way() -> bool:
