@@ -1,26 +1,149 @@
-"""kipu-collector command line. The service itself lands in a later release."""
+"""kipu-collector command line (flags follow Prometheus exporters).
+
+kipu-collector --config.file=F [--web.listen-address=HOST:PORT] [--log.level=info]
+kipu-collector --config.file=F --check-config
+kipu-collector token issue SITE_ID --config.file=F
+kipu-collector token revoke SITE_ID --config.file=F
+kipu-collector token list --config.file=F
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import re
 import sys
 from collections.abc import Sequence
 
+from collector.auth import TokenFileError, TokenStore
+from collector.config import CollectorConfig, load_config
+from collector.inventory import Inventory, load_inventory
+from kipu.config import ConfigError
+from kipu.config.checks import SITE_ID_PATTERN, listen_problem
 from kipu.version import __version__
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        metavar="PATH",
+        default=default,
+        help="configuration file (YAML)",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kipu-collector",
+        description="Receive pushes from kipu agents, know which sites report, forward "
+        "everything to the store.",
+    )
+    _common(p, suppress=False)
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        metavar="HOST:PORT",
+        help="overrides `listen` of the configuration",
+    )
+    p.add_argument("--log.level", dest="log_level", default="info", choices=LOG_LEVELS)
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration and the inventory, and exit",
+    )
+    p.add_argument("--version", action="version", version=f"kipu-collector {__version__}")
+    commands = p.add_subparsers(dest="command", metavar="COMMAND")
+    token = commands.add_parser("token", help="issue, revoke or list site tokens")
+    actions = token.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, text in (
+        ("issue", "print a new token for SITE_ID on stdout (it is shown only this once)"),
+        ("revoke", "revoke every token of SITE_ID"),
+    ):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("site_id", metavar="SITE_ID")
+        _common(action, suppress=True)
+    listing = actions.add_parser("list", help="sites holding tokens, with dates (never tokens)")
+    _common(listing, suppress=True)
+    return p
+
+
+def _load(path: str) -> tuple[CollectorConfig, Inventory]:
+    config = load_config(path)
+    return config, load_inventory(config.inventory)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="kipu-collector", description="kipu's NOC collector.")
-    p.add_argument("--config.file", dest="config_file", metavar="PATH")
-    p.add_argument("--web.listen-address", dest="listen", metavar="HOST:PORT")
-    p.add_argument("--version", action="version", version=f"kipu-collector {__version__}")
-    p.parse_args(argv)
-    print(
-        "kipu-collector: the collector service is not in this release yet; "
-        "see the README's roadmap",
-        file=sys.stderr,
+    args = parser().parse_args(argv)
+    if not args.config_file:
+        parser().error("--config.file is required")
+    logging.basicConfig(
+        level=args.log_level.upper().replace("WARN", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
-    return 2
+    try:
+        config, inventory = _load(args.config_file)
+    except ConfigError as err:
+        print(f"kipu-collector: invalid configuration or inventory:\n{err}", file=sys.stderr)
+        return 1
+    if args.command == "token":
+        return _token(args, config, inventory)
+    if args.listen is not None and (why := listen_problem(args.listen)):
+        print(f"kipu-collector: --web.listen-address: {why}", file=sys.stderr)
+        return 1
+    if args.check_config:
+        for warning in inventory.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(
+            f"{args.config_file}: OK, {len(inventory.sites)} sites in "
+            f"{len(inventory.projects())} projects ({config.inventory})"
+        )
+        return 0
+
+    from collector.app import Collector, StartError, serve  # noqa: PLC0415 - only to serve
+
+    try:
+        asyncio.run(serve(Collector(config, args.config_file), args.listen or config.listen))
+    except (StartError, OSError, ValueError) as err:
+        print(f"kipu-collector: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _token(args: argparse.Namespace, config: CollectorConfig, inventory: Inventory) -> int:
+    store = TokenStore(config.state_dir)
+    try:
+        if args.action == "list":
+            for entry in store.entries():
+                state = f"revoked {entry.revoked}" if entry.revoked else "active"
+                print(f"{entry.site_id}\tissued {entry.created}\t{state}")
+            return 0
+        site_id = args.site_id
+        if not re.fullmatch(SITE_ID_PATTERN, site_id):
+            print(f"kipu-collector: {site_id!r} is not a site id", file=sys.stderr)
+            return 1
+        if args.action == "issue":
+            if site_id not in inventory.sites:
+                print(
+                    f"kipu-collector: warning: {site_id} is not in the inventory: its pushes "
+                    "are refused until it is",
+                    file=sys.stderr,
+                )
+            print(store.issue(site_id))
+            return 0
+        count = store.revoke(site_id)
+        print(f"{site_id}: {count} tokens revoked", file=sys.stderr)
+        return 0 if count else 1
+    except (TokenFileError, OSError) as err:
+        print(f"kipu-collector: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

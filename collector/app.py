@@ -1,0 +1,517 @@
+"""The collector's runtime: the write endpoint, liveness, forwarding, the HTTP API.
+
+One event loop. Decoding and encoding of large pushes, disk work and file reads run in
+worker threads; every long-running loop is supervised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import dataclasses
+import fcntl
+import html
+import logging
+import signal
+import ssl
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import IO
+
+from aiohttp import web
+
+from collector import metrics
+from collector.auth import TokenBook
+from collector.config import CollectorConfig, Tls, load_config
+from collector.forward import Forwarder, QueueDiskError, QueueFullError
+from collector.ingest import Admitted, Ingest
+from collector.inventory import Inventory, load_inventory
+from collector.liveness import STATES, Liveness
+from collector.snapshots import CollectorSnapshot, ForwardSnapshot, Histogram, SiteView
+from kipu.config import ConfigError
+from kipu.config.checks import split_host_port
+from kipu.remote_write.codec import RemoteWriteDecodeError, Sample, Series, decode, encode
+from kipu.supervise import supervised
+from kipu.version import __version__
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "collector.lock"
+TOKEN_POLL = 1.0  # seconds between looks at the token file
+LIVENESS_SAVE = 2.0  # seconds between saves of the last-push times
+THREAD_BODY = 256 * 1024  # bodies larger than this are decoded in a worker thread
+RETRY_QUEUE_FULL = 30
+RETRY_DISK = 10
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class StartError(Exception):
+    """The collector cannot start; the message says why."""
+
+
+@dataclasses.dataclass
+class IngestStats:
+    samples_received: Counter[str] = dataclasses.field(default_factory=Counter)
+    rejected: Counter[str] = dataclasses.field(default_factory=Counter)
+    accepted: int = 0
+    duration_counts: list[int] = dataclasses.field(
+        default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1)
+    )
+    duration_sum: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.duration_counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+
+
+class Collector:
+    """Everything the collector runs, independent of HTTP."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        config_path: str | Path | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.clock = clock
+        self.inventory = Inventory({})
+        self.tokens = TokenBook(config.state_dir)
+        self.liveness = Liveness(config.state_dir, config.silent_after)
+        self.ingest = Ingest(config.limits)
+        self.forwarder = Forwarder(config.forward, config.state_dir) if config.forward else None
+        self.stats = IngestStats()
+        self.ssl_context: ssl.SSLContext | None = None
+        self._lock: IO[bytes] | None = None
+        self._reload_lock = asyncio.Lock()
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        """Take the state folder, load inventory, tokens and last pushes, open the queue."""
+        await asyncio.to_thread(self._take_state_dir)
+        try:
+            try:
+                self.inventory = await asyncio.to_thread(load_inventory, self.config.inventory)
+            except ConfigError as err:
+                raise StartError(f"invalid inventory:\n{err}") from err
+            for warning in self.inventory.warnings:
+                log.warning("inventory: %s", warning)
+            await asyncio.to_thread(self.tokens.refresh)
+            if self.tokens.error:
+                raise StartError(self.tokens.error)
+            await asyncio.to_thread(self.liveness.load)
+            if self.forwarder is not None:
+                await self.forwarder.open()
+            else:
+                log.warning(
+                    "no forward: section: pushes are accepted for liveness and the NOC page, "
+                    "but their history is not kept anywhere"
+                )
+        except BaseException:
+            self._release_state_dir()
+            raise
+        log.info(
+            "kipu-collector %s: %d sites in %d projects, state in %s",
+            __version__,
+            len(self.inventory.sites),
+            len(self.inventory.projects()),
+            self.config.state_dir,
+        )
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(supervised("token watcher", self._watch_tokens))
+            group.create_task(supervised("liveness saver", self._save_liveness))
+            if self.forwarder is not None:
+                group.create_task(supervised("forwarding", self.forwarder.run))
+
+    async def stop(self) -> None:
+        try:
+            await asyncio.to_thread(self.liveness.save, True)
+            if self.forwarder is not None:
+                await self.forwarder.close()
+        finally:
+            self._release_state_dir()
+
+    def _take_state_dir(self) -> None:
+        state_dir = self.config.state_dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+            self._lock = open(state_dir / LOCK_FILE, "ab")  # noqa: SIM115 - held open
+        except OSError as err:
+            raise StartError(f"cannot use state_dir {state_dir}: {err}") from err
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            self._lock.close()
+            self._lock = None
+            raise StartError(f"state_dir {state_dir} is in use by another kipu-collector") from err
+
+    def _release_state_dir(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    async def _watch_tokens(self) -> None:
+        reported: str | None = None
+        while True:
+            if await asyncio.to_thread(self.tokens.refresh):
+                log.info("tokens: %d sites hold a token", len(self.tokens.sites()))
+            if self.tokens.error != reported:
+                if self.tokens.error:
+                    log.error("tokens: %s; the previous tokens stay in force", self.tokens.error)
+                reported = self.tokens.error
+            await asyncio.sleep(TOKEN_POLL)
+
+    async def _save_liveness(self) -> None:
+        while True:
+            await asyncio.sleep(LIVENESS_SAVE)
+            await asyncio.to_thread(self.liveness.save)
+
+    # -- reload
+
+    async def reload(self) -> list[str]:
+        """Re-read the configuration and the inventory; returns the problems (the old
+        ones stay in force when there are any)."""
+        if self.config_path is None:
+            return ["no configuration file to reload"]
+        async with self._reload_lock:
+            try:
+                config = await asyncio.to_thread(load_config, self.config_path)
+                inventory = await asyncio.to_thread(load_inventory, config.inventory)
+                if config.tls is not None:
+                    await asyncio.to_thread(ssl_context, config.tls)  # readable?
+            except (ConfigError, OSError, ssl.SSLError) as err:
+                problems = err.problems if isinstance(err, ConfigError) else [err]
+                for problem in problems:
+                    log.error("reload refused: %s", problem)
+                return [str(p) for p in problems]
+            self._apply(config, inventory)
+            if config.tls is not None and self.ssl_context is not None:
+                await asyncio.to_thread(_load_certificates, self.ssl_context, config.tls)
+                log.info("TLS certificate read again from %s", config.tls.cert_file)
+            return []
+
+    def _apply(self, config: CollectorConfig, inventory: Inventory) -> None:
+        old = self.config
+        for key in ("listen", "state_dir", "forward", "tls"):
+            if (getattr(config, key) is None) != (getattr(old, key) is None) or (
+                key != "tls" and getattr(config, key) != getattr(old, key)
+            ):
+                log.warning("%s changed in the configuration: takes effect on restart", key)
+        self.config = dataclasses.replace(
+            config, listen=old.listen, state_dir=old.state_dir, forward=old.forward
+        )
+        self.inventory = inventory
+        self.liveness.silent_after = config.silent_after
+        self.ingest.limits = config.limits
+        self.ingest.forget(set(inventory.sites))
+        for warning in inventory.warnings:
+            log.warning("inventory: %s", warning)
+        log.info(
+            "configuration reloaded: %d sites in %d projects",
+            len(inventory.sites),
+            len(inventory.projects()),
+        )
+
+    # -- the write endpoint
+
+    async def receive(self, request: web.Request) -> web.Response:
+        """Answer one remote-write push (see the README for every answer)."""
+        started = time.perf_counter()
+        try:
+            return await self._receive(request)
+        finally:
+            self.stats.observe(time.perf_counter() - started)
+
+    def _refuse(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        unread: bool = False,
+    ) -> web.Response:
+        self.stats.rejected[reason] += 1
+        headers = {} if retry_after is None else {"Retry-After": str(int(retry_after))}
+        if unread:
+            # The body was not read: the connection cannot carry another request.
+            headers["Connection"] = "close"
+        return web.Response(status=status, text=message + "\n", headers=headers)
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return self._refuse(
+                401, "unauthorized", "a site token is required (Bearer)", unread=True
+            )
+        site_id = self.tokens.site_for(token.strip())
+        if site_id is None:
+            return self._refuse(401, "unauthorized", "unknown or revoked token", unread=True)
+        site = self.inventory.sites.get(site_id)
+        if site is None:
+            return self._refuse(
+                401,
+                "site_not_in_inventory",
+                f"site {site_id} is not in the inventory",
+                unread=True,
+            )
+        limit = self.config.limits.max_body
+        if request.content_length is not None and request.content_length > limit:
+            return self._refuse(
+                413, "too_large", f"body over the limit of {limit} bytes", unread=True
+            )
+        encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
+        if encoding != "snappy":
+            return self._refuse(
+                415,
+                "encoding",
+                f"Content-Encoding {encoding!r}: remote write is snappy",
+                unread=True,
+            )
+        body = await _read_at_most(request, limit)
+        if body is None:
+            return self._refuse(
+                413, "too_large", f"body over the limit of {limit} bytes", unread=True
+            )
+        try:
+            if len(body) > THREAD_BODY:
+                decoded = await asyncio.to_thread(decode, body)
+            else:
+                decoded = decode(body)
+        except RemoteWriteDecodeError as err:
+            return self._refuse(400, "decode", f"cannot decode the request: {err}")
+        now = self.clock()
+        if not decoded:  # metadata only, or an empty request: nothing to store
+            self.liveness.pushed(site.site_id, now)
+            self.stats.accepted += 1
+            return web.Response(status=204)
+        verdict = self.ingest.admit(site, decoded, now)
+        if not isinstance(verdict, Admitted):
+            return self._refuse(
+                verdict.status, verdict.reason, verdict.message, verdict.retry_after
+            )
+        if self.forwarder is not None:
+            refused = await self._forward(verdict)
+            if refused is not None:
+                return refused
+        self.liveness.pushed(site.site_id, now)
+        self.stats.samples_received[site.project] += verdict.samples
+        self.stats.accepted += 1
+        return web.Response(status=204)
+
+    async def _forward(self, admitted: Admitted) -> web.Response | None:
+        assert self.forwarder is not None
+        if admitted.samples > THREAD_BODY // 16:
+            body = await asyncio.to_thread(_encode, admitted.series)
+        else:
+            body = _encode(admitted.series)
+        try:
+            await self.forwarder.enqueue(
+                body, admitted.samples, admitted.first_ms, admitted.last_ms
+            )
+        except QueueFullError as err:
+            return self._refuse(503, "queue_full", str(err), RETRY_QUEUE_FULL)
+        except QueueDiskError as err:
+            return self._refuse(503, "queue_disk", str(err), RETRY_DISK)
+        return None
+
+    # -- views
+
+    def snapshot(self) -> CollectorSnapshot:
+        now = self.clock()
+        sites = tuple(
+            SiteView(site, self.liveness.state(site_id, now), self.liveness.last_push.get(site_id))
+            for site_id, site in sorted(self.inventory.sites.items())
+        )
+        stats = self.stats
+        return CollectorSnapshot(
+            version=__version__,
+            sites=sites,
+            samples_received=dict(stats.samples_received),
+            requests_rejected=dict(stats.rejected),
+            requests_accepted=stats.accepted,
+            request_duration=Histogram(
+                DURATION_BUCKETS, tuple(stats.duration_counts), stats.duration_sum
+            ),
+            forward=self._forward_snapshot(),
+            inventory_warnings=len(self.inventory.warnings),
+            active_series=sum(self.ingest.active_series(s) for s in self.inventory.sites),
+        )
+
+    def _forward_snapshot(self) -> ForwardSnapshot | None:
+        forwarder = self.forwarder
+        if forwarder is None:
+            return None
+        lanes = forwarder.lanes.snapshot()
+        return ForwardSnapshot(
+            queue_bytes=forwarder.spool.bytes,
+            queue_samples=forwarder.spool.samples,
+            dropped_samples=forwarder.spool.dropped_samples,
+            corrupt_records=forwarder.spool.corrupt_records,
+            requests=lanes.requests,
+            rejected_samples=lanes.rejected_samples,
+            undecodable_records=lanes.undecodable_records,
+            last_success=lanes.last_success,
+            blocked=lanes.blocked,
+            failing=lanes.failing,
+            syncs=forwarder.committer.syncs,
+            commits=forwarder.committer.commits,
+            refused_full=forwarder.refused_full,
+            refused_disk=forwarder.refused_disk,
+        )
+
+    def state_counts(self) -> dict[str, int]:
+        now = self.clock()
+        counts: dict[str, int] = dict.fromkeys(STATES, 0)
+        for site_id in self.inventory.sites:
+            counts[self.liveness.state(site_id, now)] += 1
+        return counts
+
+
+def _encode(series: dict[Series, list[Sample]]) -> bytes:
+    return encode(series)
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it grows past `limit` (never held whole)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def ssl_context(tls: Tls) -> ssl.SSLContext:
+    """A server TLS context holding the configured certificate (raises when unreadable)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    _load_certificates(context, tls)
+    return context
+
+
+def _load_certificates(context: ssl.SSLContext, tls: Tls) -> None:
+    # Loading into the context in use: new handshakes get the new certificate, the
+    # connections already open keep theirs.
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+
+
+COLLECTOR = web.AppKey("collector", Collector)
+REGISTRY = web.AppKey("registry", metrics.Registry)
+
+
+async def _write(request: web.Request) -> web.Response:
+    return await request.app[COLLECTOR].receive(request)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body, content_type = await asyncio.to_thread(
+        metrics.render, request.app[REGISTRY], request.headers.get("Accept")
+    )
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    collector = request.app[COLLECTOR]
+    body: dict[str, object] = {"status": "ok", "sites": collector.state_counts()}
+    if collector.forwarder is not None:
+        body["forward_queue_bytes"] = collector.forwarder.spool.bytes
+    return web.json_response(body)
+
+
+async def _reload(request: web.Request) -> web.Response:
+    problems = await request.app[COLLECTOR].reload()
+    if problems:
+        return web.Response(status=400, text="reload refused:\n" + "\n".join(problems) + "\n")
+    return web.Response(text="configuration reloaded\n")
+
+
+async def _index(request: web.Request) -> web.Response:
+    collector = request.app[COLLECTOR]
+    counts = collector.state_counts()
+    rows = "".join(
+        f"<tr><td>{html.escape(state)}</td><td>{count}</td></tr>" for state, count in counts.items()
+    )
+    return web.Response(
+        content_type="text/html",
+        text=f"<!doctype html><meta charset=utf-8><title>kipu-collector</title>"
+        f"<h1>kipu-collector {__version__}</h1><table>{rows}</table>"
+        '<p><a href="/metrics">/metrics</a> · <a href="/healthz">/healthz</a></p>',
+    )
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    collector = app[COLLECTOR]
+    await collector.start()
+    task = asyncio.create_task(collector.run())
+    yield
+    if collector.forwarder is not None:
+        await collector.forwarder.stop_sending()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await collector.stop()
+
+
+def make_app(collector: Collector) -> web.Application:
+    """The HTTP API; starting the app starts the collector, cleaning it up stops it."""
+    # Bodies are read by the write handler itself, bounded by limits.max_body.
+    app = web.Application(client_max_size=collector.config.limits.max_body + 1)
+    app[COLLECTOR] = collector
+    app[REGISTRY] = metrics.make_registry(collector.snapshot)
+    app.router.add_post("/api/v1/write", _write)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_post("/-/reload", _reload)
+    app.router.add_get("/", _index)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def serve(collector: Collector, listen: str) -> None:
+    """Run until SIGTERM or SIGINT; SIGHUP reloads. Raises if it cannot start."""
+    app = make_app(collector)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        host, port = split_host_port(listen)
+        tls = collector.config.tls
+        if tls is not None:
+            collector.ssl_context = await asyncio.to_thread(ssl_context, tls)
+        site = web.TCPSite(runner, host or None, port, ssl_context=collector.ssl_context)
+        try:
+            await site.start()
+        except OSError as err:
+            raise OSError(f"cannot listen on {listen}: {err.strerror or err}") from err
+        scheme = "https" if tls else "http"
+        log.info("listening on %s://%s", scheme, listen)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        reloads: set[asyncio.Task[list[str]]] = set()
+
+        def on_hup() -> None:
+            task = loop.create_task(collector.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        try:
+            await stop.wait()
+            log.info("stopping")
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+    finally:
+        await runner.cleanup()

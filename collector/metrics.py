@@ -1,0 +1,218 @@
+"""The collector's metrics: the only module of the collector that touches prometheus-client.
+
+`CollectorMetrics.collect()` renders the current `CollectorSnapshot` at each scrape:
+`kipu_site_info` and the liveness of every inventoried site, `kipu_sites` per project,
+region, institution type and state, and the collector's own ingest and queue figures.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+
+from collector.inventory import Site
+from collector.liveness import STATES
+from collector.snapshots import CollectorSnapshot, ForwardSnapshot, Histogram
+
+Source = Callable[[], CollectorSnapshot]
+Registry = CollectorRegistry
+SITE_LABELS = ["site_id", "project", "region"]
+INFO_LABELS = list(Site.__dataclass_fields__)
+
+
+class CollectorMetrics:
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.source()
+        build = GaugeMetricFamily(
+            "kipu_collector_build_info", "kipu-collector version.", labels=["version"]
+        )
+        build.add_metric([snap.version], 1)
+        yield build
+        yield from _site_families(snap)
+        yield from _ingest_families(snap)
+        if snap.forward is not None:
+            yield from _forward_families(snap.forward)
+
+
+def _site_families(snap: CollectorSnapshot) -> Iterator[Metric]:
+    info = GaugeMetricFamily(
+        "kipu_site_info", "Every inventoried site, with its inventory fields.", labels=INFO_LABELS
+    )
+    last = GaugeMetricFamily(
+        "kipu_site_last_push_timestamp_seconds",
+        "When the site last pushed.",
+        labels=SITE_LABELS,
+    )
+    reporting = GaugeMetricFamily(
+        "kipu_site_reporting",
+        "Whether the site pushed within silent_after.",
+        labels=SITE_LABELS,
+    )
+    counts: Counter[tuple[str, str, str, str]] = Counter()
+    groups: set[tuple[str, str, str]] = set()
+    for view in snap.sites:
+        site = view.site
+        labels = site.info_labels()
+        info.add_metric([labels[name] for name in INFO_LABELS], 1)
+        identity = [site.site_id, site.project, site.region]
+        if view.last_push is not None:
+            last.add_metric(identity, view.last_push)
+        reporting.add_metric(identity, int(view.state == "reporting"))
+        group = (site.project, site.region, site.institution_type)
+        groups.add(group)
+        counts[(*group, view.state)] += 1
+    sites = GaugeMetricFamily(
+        "kipu_sites",
+        "Inventoried sites by state.",
+        labels=["project", "region", "institution_type", "state"],
+    )
+    for group in sorted(groups):
+        for state in STATES:  # every state, zero too: a panel of a state never goes blank
+            sites.add_metric([*group, state], counts[(*group, state)])
+    yield from (info, last, reporting, sites)
+
+
+def _ingest_families(snap: CollectorSnapshot) -> Iterator[Metric]:
+    received = CounterMetricFamily(
+        "kipu_collector_samples_received",
+        "Samples accepted from sites.",
+        labels=["project"],
+    )
+    for project, count in sorted(snap.samples_received.items()):
+        received.add_metric([project], count)
+    rejected = CounterMetricFamily(
+        "kipu_collector_requests_rejected", "Pushes refused, by reason.", labels=["reason"]
+    )
+    for reason, count in sorted(snap.requests_rejected.items()):
+        rejected.add_metric([reason], count)
+    accepted = CounterMetricFamily(
+        "kipu_collector_requests_accepted", "Pushes accepted (204).", value=snap.requests_accepted
+    )
+    yield from (received, rejected, accepted)
+    yield _histogram(
+        "kipu_collector_request_duration_seconds",
+        "Time to answer a push, acknowledgement on disk included.",
+        snap.request_duration,
+    )
+    yield GaugeMetricFamily(
+        "kipu_collector_inventory_warnings",
+        "Doubtful rows in the inventory (outside Peru, names unlike INEI's).",
+        value=snap.inventory_warnings,
+    )
+    yield GaugeMetricFamily(
+        "kipu_collector_active_series",
+        "Distinct series sites sent in the last 7.5 to 15 minutes.",
+        value=snap.active_series,
+    )
+
+
+def _forward_families(forward: ForwardSnapshot) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "kipu_collector_forward_queue_bytes",
+        "Bytes waiting in the forward queue.",
+        value=forward.queue_bytes,
+    )
+    yield GaugeMetricFamily(
+        "kipu_collector_forward_queue_samples",
+        "Samples waiting in the forward queue.",
+        value=forward.queue_samples,
+    )
+    yield CounterMetricFamily(
+        "kipu_collector_forward_dropped_samples",
+        "Samples the queue dropped (never while it refuses new pushes first).",
+        value=forward.dropped_samples,
+    )
+    yield CounterMetricFamily(
+        "kipu_collector_forward_corrupt_records",
+        "Damaged records of the queue skipped.",
+        value=forward.corrupt_records,
+    )
+    requests = CounterMetricFamily(
+        "kipu_collector_forward_requests",
+        "Requests to the store by outcome.",
+        labels=["result"],
+    )
+    for result, count in forward.requests.items():
+        requests.add_metric([result], count)
+    yield requests
+    yield CounterMetricFamily(
+        "kipu_collector_forward_rejected_samples",
+        "Samples the store refused on their own (dropped).",
+        value=forward.rejected_samples,
+    )
+    yield CounterMetricFamily(
+        "kipu_collector_forward_undecodable_records",
+        "Queued records that could not be read back (dropped).",
+        value=forward.undecodable_records,
+    )
+    if forward.last_success is not None:
+        yield GaugeMetricFamily(
+            "kipu_collector_forward_last_success_timestamp_seconds",
+            "When the store last accepted a request.",
+            value=forward.last_success,
+        )
+    yield GaugeMetricFamily(
+        "kipu_collector_forward_blocked",
+        "Whether the store refuses the collector (401, 403, 404, 407).",
+        value=int(forward.blocked),
+    )
+    yield GaugeMetricFamily(
+        "kipu_collector_forward_failing",
+        "Whether the last request to the store failed.",
+        value=int(forward.failing),
+    )
+    yield CounterMetricFamily(
+        "kipu_collector_forward_syncs",
+        "fdatasync rounds of the queue (group commit).",
+        value=forward.syncs,
+    )
+    yield CounterMetricFamily(
+        "kipu_collector_forward_commits",
+        "Pushes made durable; commits / syncs is how many shared an fdatasync.",
+        value=forward.commits,
+    )
+    refused = CounterMetricFamily(
+        "kipu_collector_forward_refused",
+        "Pushes the queue could not take (503).",
+        labels=["reason"],
+    )
+    refused.add_metric(["full"], forward.refused_full)
+    refused.add_metric(["disk"], forward.refused_disk)
+    yield refused
+
+
+def _histogram(name: str, help_text: str, histogram: Histogram) -> Metric:
+    family = HistogramMetricFamily(name, help_text)
+    cumulative, buckets = 0, []
+    for bound, count in zip((*histogram.bounds, float("inf")), histogram.counts, strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    family.add_metric([], buckets, histogram.total)
+    return family
+
+
+def make_registry(source: Source) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CollectorMetrics(source))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
