@@ -32,7 +32,7 @@ from collector.liveness import STATES, Liveness
 from collector.snapshots import CollectorSnapshot, ForwardSnapshot, Histogram, SiteView
 from kipu.config import ConfigError
 from kipu.config.checks import split_host_port
-from kipu.remote_write.codec import RemoteWriteDecodeError, Sample, Series, decode, encode
+from kipu.remote_write.codec import RemoteWriteDecodeError, compress, raw_request
 from kipu.supervise import supervised
 from kipu.version import __version__
 
@@ -281,38 +281,37 @@ class Collector:
             return self._refuse(
                 413, "too_large", f"body over the limit of {limit} bytes", unread=True
             )
+        now = self.clock()
         try:
             if len(body) > THREAD_BODY:
-                decoded = await asyncio.to_thread(decode, body)
+                raw = await asyncio.to_thread(raw_request, body)
             else:
-                decoded = decode(body)
+                raw = raw_request(body)
+            verdict = self.ingest.admit(site, raw, now)
         except RemoteWriteDecodeError as err:
             return self._refuse(400, "decode", f"cannot decode the request: {err}")
-        now = self.clock()
-        if not decoded:  # metadata only, or an empty request: nothing to store
-            self.liveness.pushed(site.site_id, now)
-            self.stats.accepted += 1
-            return web.Response(status=204)
-        verdict = self.ingest.admit(site, decoded, now)
         if not isinstance(verdict, Admitted):
             return self._refuse(
                 verdict.status, verdict.reason, verdict.message, verdict.retry_after
             )
-        if self.forwarder is not None:
+        # A request with metadata only, or none at all (agents ask for the clock that
+        # way), holds nothing to store.
+        if verdict.samples and self.forwarder is not None:
             refused = await self._forward(verdict)
             if refused is not None:
                 return refused
         self.liveness.pushed(site.site_id, now)
-        self.stats.samples_received[site.project] += verdict.samples
+        if verdict.samples:
+            self.stats.samples_received[site.project] += verdict.samples
         self.stats.accepted += 1
         return web.Response(status=204)
 
     async def _forward(self, admitted: Admitted) -> web.Response | None:
         assert self.forwarder is not None
-        if admitted.samples > THREAD_BODY // 16:
-            body = await asyncio.to_thread(_encode, admitted.series)
+        if len(admitted.raw) > THREAD_BODY:
+            body = await asyncio.to_thread(compress, admitted.raw)
         else:
-            body = _encode(admitted.series)
+            body = compress(admitted.raw)
         try:
             await self.forwarder.enqueue(
                 body, admitted.samples, admitted.first_ms, admitted.last_ms
@@ -374,10 +373,6 @@ class Collector:
         for site_id in self.inventory.sites:
             counts[self.liveness.state(site_id, now)] += 1
         return counts
-
-
-def _encode(series: dict[Series, list[Sample]]) -> bytes:
-    return encode(series)
 
 
 async def _read_at_most(request: web.Request, limit: int) -> bytes | None:

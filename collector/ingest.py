@@ -9,6 +9,11 @@ A push has been authenticated (its token names a site) and decoded when it gets 
 - **Series limit.** A site may send at most `max_series_per_site` distinct series in a
   sliding window of about 15 minutes (two generations of 7.5 minutes). A push that
   would go beyond it is refused (429) as a whole.
+- **The byte level.** Only label runs are decoded, once per distinct run a site sends
+  (the agent sends the same hundred every interval): each site keeps the runs it sent
+  in the series window, with the relabelled run to send instead. Samples travel as the
+  client encoded them; their timestamps are read for the limits. A request of an
+  unusual layout is decoded the general way first, with the same result.
 - **Live before backlog.** Samples newer than `live_window` (5 minutes by default) are
   live: they are never paced, only the series limit applies, so a site's current
   state reaches the NOC even while its backlog is being paced. Older samples are
@@ -26,7 +31,16 @@ from dataclasses import dataclass, field
 
 from collector.config import Limits
 from collector.inventory import Site
-from kipu.remote_write.codec import Sample, Series
+from kipu.remote_write.codec import (
+    Series,
+    encode_labels,
+    encode_samples,
+    parse_labels,
+    parse_request,
+    sample_timestamps,
+    split_request,
+    timeseries_entry,
+)
 
 IDENTITY_LABELS = frozenset({"site_id", "project", "region"})
 SERIES_GENERATION = 450.0  # seconds: the series window is two generations
@@ -35,7 +49,8 @@ BURST_SECONDS = 5.0  # the backlog bucket holds this many seconds of samples
 
 @dataclass(frozen=True)
 class Admitted:
-    series: dict[Series, list[Sample]]  # relabelled
+    raw: bytes  # the relabelled request, uncompressed
+    series: tuple[tuple[Series, bytes], ...]  # relabelled labels and sample runs
     samples: int
     backlog_samples: int
     first_ms: int
@@ -50,13 +65,27 @@ class Refused:
     retry_after: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """A label run a site sent, relabelled."""
+
+    run: bytes
+    series: Series
+
+
 @dataclass
 class _SiteLimits:
     level: float  # samples the bucket holds; negative: debt
     updated: float  # seconds
-    current: set[int] = field(default_factory=set)  # series hashes of this generation
-    previous: set[int] = field(default_factory=set)
-    generation_started: float = 0.0
+    generation_started: float
+    # Label runs seen in this generation and the one before (disjoint: one seen again
+    # moves to the current generation).
+    current: dict[bytes, _Known] = field(default_factory=dict)
+    previous: dict[bytes, _Known] = field(default_factory=dict)
+
+    @property
+    def active(self) -> int:
+        return len(self.current) + len(self.previous)
 
 
 def relabel(series: Series, site: Site) -> Series:
@@ -73,38 +102,67 @@ class Ingest:
         self.limits = limits
         self._sites: dict[str, _SiteLimits] = {}
 
-    def admit(
-        self, site: Site, decoded: dict[Series, list[Sample]], now: float
-    ) -> Admitted | Refused:
-        """Relabel a decoded push and judge it; `now` in seconds (Unix time)."""
+    def admit(self, site: Site, raw: bytes, now: float) -> Admitted | Refused:
+        """Relabel an uncompressed push and judge it; `now` in seconds (Unix time).
+
+        Raises `kipu.remote_write.codec.RemoteWriteDecodeError` for a push that does not
+        decode.
+        """
         limits = self.limits
-        state = self._sites.get(site.site_id)
-        if state is None:
-            state = _SiteLimits(limits.max_samples_per_second_per_site * BURST_SECONDS, now)
-            state.generation_started = now
-            self._sites[site.site_id] = state
-        relabelled: dict[Series, list[Sample]] = {}
-        for labels, samples in decoded.items():
-            relabelled.setdefault(relabel(labels, site), []).extend(samples)
-        refused = self._check_series(state, relabelled, now)
-        if refused is not None:
-            return refused
+        state = self._state(site.site_id, now)
+        parts = split_request(raw)
+        if parts is None:  # an unusual layout: decode it all, then go the same way
+            parts = [(encode_labels(s), encode_samples(v)) for s, v in parse_request(raw).items()]
+        resolved: list[tuple[_Known, bytes]] = []
+        seen: dict[bytes, _Known] = {}
+        for labels_run, samples_run in parts:
+            if not samples_run:
+                continue
+            known = seen.get(labels_run) or state.current.get(labels_run)
+            if known is None:
+                known = state.previous.get(labels_run)
+                if known is None:
+                    series = relabel(parse_labels(labels_run), site)
+                    known = _Known(encode_labels(series), series)
+            seen[labels_run] = known
+            resolved.append((known, samples_run))
+        new = sum(1 for run in seen if run not in state.current and run not in state.previous)
+        if state.active + new > limits.max_series_per_site:
+            return Refused(
+                429,
+                "series_limit",
+                f"site has {state.active} series and this push adds {new}: the limit is "
+                f"{limits.max_series_per_site} series per site",
+                2 * SERIES_GENERATION,
+            )
         live_from = int((now - limits.live_window) * 1000)
         total = backlog = 0
         first = last = None
-        for samples in relabelled.values():
-            for stamp, _ in samples:
+        for _, samples_run in resolved:
+            for stamp in sample_timestamps(samples_run):
                 total += 1
                 if stamp < live_from:
                     backlog += 1
-                first = stamp if first is None or stamp < first else first
-                last = stamp if last is None or stamp > last else last
+                if first is None or stamp < first:
+                    first = stamp
+                if last is None or stamp > last:
+                    last = stamp
         if backlog:
             refused = self._pace(state, backlog, now)
             if refused is not None:
                 return refused
-        self._remember_series(state, relabelled)
-        return Admitted(relabelled, total, backlog, first or 0, last or 0)
+        for run, known in seen.items():
+            state.previous.pop(run, None)
+            state.current[run] = known
+        raw_out = b"".join(timeseries_entry(k.run, samples) for k, samples in resolved)
+        return Admitted(
+            raw_out,
+            tuple((k.series, samples) for k, samples in resolved),
+            total,
+            backlog,
+            first or 0,
+            last or 0,
+        )
 
     def forget(self, keep: set[str]) -> None:
         """Drop the limits of sites no longer in the inventory."""
@@ -113,32 +171,22 @@ class Ingest:
 
     def active_series(self, site_id: str) -> int:
         state = self._sites.get(site_id)
-        return 0 if state is None else len(state.current | state.previous)
+        return 0 if state is None else state.active
 
-    def _check_series(
-        self, state: _SiteLimits, series: dict[Series, list[Sample]], now: float
-    ) -> Refused | None:
+    def _state(self, site_id: str, now: float) -> _SiteLimits:
+        state = self._sites.get(site_id)
+        if state is None:
+            capacity = self.limits.max_samples_per_second_per_site * BURST_SECONDS
+            state = _SiteLimits(capacity, now, now)
+            self._sites[site_id] = state
         elapsed = now - state.generation_started
         if elapsed >= 2 * SERIES_GENERATION:
-            state.previous, state.current = set(), set()
+            state.previous, state.current = {}, {}
             state.generation_started = now
         elif elapsed >= SERIES_GENERATION:
-            state.previous, state.current = state.current, set()
+            state.previous, state.current = state.current, {}
             state.generation_started = now
-        known = state.current | state.previous if state.previous else state.current
-        new = sum(1 for s in series if hash(s) not in known)
-        if len(known) + new <= self.limits.max_series_per_site:
-            return None
-        return Refused(
-            429,
-            "series_limit",
-            f"site has {len(known)} series and this push adds {new}: the limit is "
-            f"{self.limits.max_series_per_site} series per site",
-            2 * SERIES_GENERATION,
-        )
-
-    def _remember_series(self, state: _SiteLimits, series: dict[Series, list[Sample]]) -> None:
-        state.current.update(hash(s) for s in series)
+        return state
 
     def _pace(self, state: _SiteLimits, backlog: int, now: float) -> Refused | None:
         rate = self.limits.max_samples_per_second_per_site

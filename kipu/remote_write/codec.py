@@ -147,17 +147,11 @@ def decode(body: bytes, *, max_decompressed: int = MAX_DECOMPRESSED) -> dict[Ser
     is not snappy block format, announces more than `max_decompressed` bytes (checked
     before anything is allocated), is not a `WriteRequest`, or has invalid labels.
     """
-    size = snappy_uncompressed_length(body)
-    if size > max_decompressed:
-        raise RemoteWriteDecodeError(
-            f"snappy: the body announces {size} bytes uncompressed, over the limit "
-            f"of {max_decompressed}"
-        )
-    try:
-        raw = cramjam.snappy.decompress_raw(body)
-    except cramjam.DecompressionError as exc:
-        reason = str(exc) if str(exc).startswith("snappy") else f"snappy: {exc}"
-        raise RemoteWriteDecodeError(reason) from None
+    return parse_request(raw_request(body, max_decompressed=max_decompressed))
+
+
+def parse_request(raw: bytes) -> dict[Series, list[Sample]]:
+    """The series of an uncompressed `WriteRequest` (see `decode`)."""
     request = remote_pb2.WriteRequest()
     try:
         request.ParseFromString(memoryview(raw))
@@ -192,14 +186,22 @@ def snappy_uncompressed_length(body: bytes) -> int:
 
 
 def raw_request(body: bytes, *, max_decompressed: int = MAX_DECOMPRESSED) -> bytes:
-    """The uncompressed `WriteRequest` of a body (snappy checked, protobuf not parsed)."""
+    """The uncompressed `WriteRequest` of a body (snappy checked, protobuf not parsed).
+
+    Refuses (`RemoteWriteDecodeError`) a body that is not snappy block format or that
+    announces more than `max_decompressed` bytes (checked before anything is allocated).
+    """
     size = snappy_uncompressed_length(body)
     if size > max_decompressed:
-        raise RemoteWriteDecodeError(f"snappy: the body announces {size} bytes uncompressed")
+        raise RemoteWriteDecodeError(
+            f"snappy: the body announces {size} bytes uncompressed, over the limit "
+            f"of {max_decompressed}"
+        )
     try:
         return bytes(cramjam.snappy.decompress_raw(body))
     except cramjam.DecompressionError as exc:
-        raise RemoteWriteDecodeError(f"snappy: {exc}") from None
+        reason = str(exc) if str(exc).startswith("snappy") else f"snappy: {exc}"
+        raise RemoteWriteDecodeError(reason) from None
 
 
 def join_requests(raws: Sequence[bytes]) -> bytes:
@@ -210,4 +212,181 @@ def join_requests(raws: Sequence[bytes]) -> bytes:
     this costs a copy and one compression, not a decode and an encode; a series present
     in several of them stays several entries (receivers append each in turn).
     """
-    return bytes(cramjam.snappy.compress_raw(b"".join(raws)))
+    return compress(b"".join(raws))
+
+
+# --- the byte level: relabel without decoding and encoding every sample -----------------
+#
+# A receiver that only rewrites labels need not turn every sample into Python objects and
+# back: a `WriteRequest` is a run of `TimeSeries` (field 1), each a run of labels (field
+# 1) then samples (field 2). `split_request` cuts a request into those runs, and
+# `timeseries_entry` puts one back together with other labels; the samples' bytes travel
+# untouched. Only the label runs are decoded, once per distinct run, by the caller's cache.
+
+_LABEL_TAG = 0x0A  # field 1, length-delimited: TimeSeries.labels and WriteRequest.timeseries
+_SAMPLE_TAG = 0x12  # field 2, length-delimited: TimeSeries.samples
+_METADATA_TAG = 0x1A  # field 3 of WriteRequest: metadata, skipped as remote write 1.0 says
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The varint at `pos` and the position after it; ValueError past the end."""
+    result = shift = 0
+    while True:
+        byte = buf[pos]  # IndexError past the end: the caller turns it into None
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def split_request(raw: bytes) -> list[tuple[bytes, bytes]] | None:
+    """The (labels, samples) byte runs of each series of an uncompressed `WriteRequest`.
+
+    Only for the plain layout every remote-write 1.0 sender uses: at the top, series
+    (and metadata, which is skipped); in each series its labels, then its samples, and
+    nothing else. None for anything else, or for bytes that do not hold together: the
+    caller then decodes the request the general way, which checks everything.
+    """
+    # Hot: a collector walks every label of every push. Lengths under 128 (nearly all)
+    # are read inline rather than through _read_varint; for the others, the sum of what
+    # it returns (the length, and the position after it) is where the entry ends.
+    parts: list[tuple[bytes, bytes]] = []
+    end_of_request = len(raw)
+    pos = 0
+    try:
+        while pos < end_of_request:
+            tag = raw[pos]
+            length = raw[pos + 1]
+            if length < 0x80:
+                start = pos + 2
+            else:
+                length, start = _read_varint(raw, pos + 1)
+            end = start + length
+            if end > end_of_request:
+                return None
+            if tag != _LABEL_TAG:
+                if tag != _METADATA_TAG:
+                    return None
+                pos = end
+                continue
+            p = start
+            while p < end and raw[p] == _LABEL_TAG:
+                size = raw[p + 1]
+                p = p + 2 + size if size < 0x80 else sum(_read_varint(raw, p + 1))
+            labels_end = p
+            while p < end and raw[p] == _SAMPLE_TAG:
+                size = raw[p + 1]
+                p = p + 2 + size if size < 0x80 else sum(_read_varint(raw, p + 1))
+            if p != end:
+                return None
+            parts.append((raw[start:labels_end], raw[labels_end:end]))
+            pos = end
+    except (IndexError, ValueError):
+        return None
+    return parts
+
+
+def parse_labels(run: bytes) -> Series:
+    """The labels of a label run, checked as `normalise_labels` does.
+
+    Raises `RemoteWriteDecodeError` for a run that is not labels or holds invalid ones.
+    """
+    timeseries = remote_pb2.TimeSeries()
+    try:
+        timeseries.ParseFromString(run)
+    except DecodeError as exc:
+        raise RemoteWriteDecodeError(f"protobuf: not a series' labels: {exc}") from None
+    pairs = tuple((label.name, label.value) for label in timeseries.labels)
+    try:
+        return _checked(pairs)
+    except InvalidLabelsError as exc:
+        raise RemoteWriteDecodeError(str(exc)) from None
+
+
+def encode_labels(series: Series) -> bytes:
+    """The label run of `series` (labels as given: sorted and checked by the caller)."""
+    timeseries = remote_pb2.TimeSeries()
+    for name, value in series:
+        timeseries.labels.add(name=name, value=value)
+    return bytes(timeseries.SerializeToString())
+
+
+def sample_timestamps(run: bytes) -> list[int]:
+    """The timestamps of a sample run (milliseconds); RemoteWriteDecodeError if malformed."""
+    # Hot, and nearly always one sample laid out as every encoder lays it out: the
+    # value (tag 0x09, 8 bytes), then the timestamp (tag 0x10, a varint to the end).
+    if len(run) > 12 and run[2] == 0x09 and run[11] == 0x10 and run[1] == len(run) - 2:
+        stamp = shift = 0
+        for byte in run[12:]:
+            stamp |= (byte & 0x7F) << shift
+            shift += 7
+        if run[-1] < 0x80 and min(run[12:-1], default=0x80) >= 0x80 and stamp < 1 << 63:
+            return [stamp]
+    stamps: list[int] = []
+    end = len(run)
+    pos = 0
+    try:
+        while pos < end:
+            if run[pos] != _SAMPLE_TAG:
+                raise ValueError("not a sample")
+            size, start = _read_varint(run, pos + 1)
+            stop = start + size
+            if stop > end:
+                raise ValueError("sample past the end")
+            stamp = 0
+            p = start
+            while p < stop:  # Sample: value (field 1, 8 bytes), timestamp (field 2, varint)
+                tag = run[p]
+                if tag == 0x09:
+                    p += 9
+                elif tag == 0x10:
+                    stamp, p = _read_varint(run, p + 1)
+                else:
+                    raise ValueError(f"unexpected field tag {tag:#x} in a sample")
+            if p != stop:
+                raise ValueError("sample fields past its end")
+            if stamp >= 1 << 63:  # int64 two's complement: before 1970
+                stamp -= 1 << 64
+            stamps.append(stamp)
+            pos = stop
+    except (IndexError, ValueError) as exc:
+        raise RemoteWriteDecodeError(f"protobuf: bad samples: {exc}") from None
+    return stamps
+
+
+def encode_samples(samples: Sequence[Sample]) -> bytes:
+    """The sample run of `samples` (in the order given)."""
+    timeseries = remote_pb2.TimeSeries()
+    for timestamp, value in samples:
+        timeseries.samples.add(timestamp=timestamp, value=value)
+    return bytes(timeseries.SerializeToString())
+
+
+def timeseries_entry(labels: bytes, samples: bytes) -> bytes:
+    """One `WriteRequest.timeseries` entry from a label run and a sample run."""
+    size = len(labels) + len(samples)
+    if size < 0x80:
+        return b"\x0a" + _SMALL[size] + labels + samples
+    return b"\x0a" + _varint(size) + labels + samples
+
+
+_SMALL = [bytes((n,)) for n in range(0x80)]
+
+
+def compress(raw: bytes) -> bytes:
+    """A request body (snappy block format) from an uncompressed `WriteRequest`."""
+    return bytes(cramjam.snappy.compress_raw(raw))

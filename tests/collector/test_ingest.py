@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
+
 from collector.config import Limits
 from collector.ingest import Admitted, Ingest, Refused, relabel
 from collector.inventory import Site
-from kipu.remote_write.codec import Sample, Series, normalise_labels
+from kipu.remote_write.codec import (
+    RemoteWriteDecodeError,
+    Sample,
+    Series,
+    normalise_labels,
+    parse_request,
+    serialize,
+)
 
 NOW = 1_800_000_000.0
 SITE = Site(
@@ -40,22 +49,53 @@ def test_identity_labels_are_replaced_never_trusted() -> None:
     )
 
 
-def test_two_spoofed_series_that_become_one_are_joined() -> None:
+def test_spoofed_series_all_become_the_sites() -> None:
     ingest = Ingest(Limits())
     now_ms = int(NOW * 1000)
     decoded: dict[Series, list[Sample]] = {
         series("up", site_id="a"): [(now_ms, 1.0)],
         series("up", site_id="b"): [(now_ms + 1000, 1.0)],
     }
-    admitted = ingest.admit(SITE, decoded, NOW)
+    admitted = ingest.admit(SITE, serialize(decoded), NOW)
     assert isinstance(admitted, Admitted)
-    [(labels, samples)] = admitted.series.items()
-    assert dict(labels)["site_id"] == "jun-0001"
-    assert samples == [(now_ms, 1.0), (now_ms + 1000, 1.0)]
+    assert parse_request(admitted.raw) == {
+        relabel(series("up"), SITE): [(now_ms, 1.0), (now_ms + 1000, 1.0)]
+    }
 
 
-def live_push(count: int, at: float, prefix: str = "s") -> dict[Series, list[Sample]]:
-    return {series(f"{prefix}{i}"): [(int(at * 1000), 1.0)] for i in range(count)}
+def test_samples_travel_as_sent_and_labels_as_relabelled() -> None:
+    ingest = Ingest(Limits())
+    now_ms = int(NOW * 1000)
+    sent = {
+        series("kipu_probe_rtt_seconds_bucket", le="0.5", target="gw", site_id="x"): [
+            (now_ms - 15_000, 3.0),
+            (now_ms, float("nan")),
+        ],
+        series("kipu_link_up"): [(now_ms, 1.0)],
+    }
+    admitted = ingest.admit(SITE, serialize(sent), NOW)
+    assert isinstance(admitted, Admitted)
+    got = parse_request(admitted.raw)
+    rtt = relabel(series("kipu_probe_rtt_seconds_bucket", le="0.5", target="gw"), SITE)
+    assert got[rtt][0] == (now_ms - 15_000, 3.0)
+    assert got[rtt][1][0] == now_ms
+    assert got[relabel(series("kipu_link_up"), SITE)] == [(now_ms, 1.0)]
+    assert (admitted.samples, admitted.first_ms, admitted.last_ms) == (
+        3,
+        now_ms - 15_000,
+        now_ms,
+    )
+
+
+def test_a_label_run_that_does_not_decode_is_refused() -> None:
+    # One series whose label run holds a label with no name.
+    raw = b"\x0a\x0c" + b"\x0a\x03\x12\x01x" + b"\x12\x05\x10\x80\x80\x80\x01"
+    with pytest.raises(RemoteWriteDecodeError, match="label name"):
+        Ingest(Limits()).admit(SITE, raw, NOW)
+
+
+def live_push(count: int, at: float, prefix: str = "s") -> bytes:
+    return serialize({series(f"{prefix}{i}"): [(int(at * 1000), 1.0)] for i in range(count)})
 
 
 def test_the_series_limit() -> None:
@@ -71,10 +111,10 @@ def test_the_series_limit() -> None:
     assert isinstance(ingest.admit(SITE, live_push(1, later, "other"), later), Admitted)
 
 
-def backlog_push(samples: int, at: float) -> dict[Series, list[Sample]]:
+def backlog_push(samples: int, at: float) -> bytes:
     # One series, a point a second from an hour ago.
     start = int((at - 3600) * 1000)
-    return {series("kipu_link_up"): [(start + i * 1000, 1.0) for i in range(samples)]}
+    return serialize({series("kipu_link_up"): [(start + i * 1000, 1.0) for i in range(samples)]})
 
 
 def test_backlog_is_paced_live_is_not() -> None:
