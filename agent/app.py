@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ from agent.state import OfflineGap, SavedState, StateStore, read_boot_time
 from agent.targets import TargetProber
 from kipu.clock import ClockJudge, Clocks
 from kipu.config import ConfigError
-from kipu.config.checks import split_host_port
+from kipu.service import serve_app
 from kipu.supervise import supervised
 from kipu.version import __version__
 
@@ -336,40 +335,5 @@ def make_app(agent: Agent) -> web.Application:
 async def serve(agent: Agent, listen: str) -> None:
     """Run until SIGTERM or SIGINT; SIGHUP reloads. Raises if it cannot start, and
     `RunLoopEndedError` when the agent's run loop ended by itself."""
-    app = make_app(agent)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        host, port = split_host_port(listen)
-        site = web.TCPSite(runner, host or None, port)
-        try:
-            await site.start()
-        except OSError as err:
-            raise OSError(f"cannot listen on {listen}: {err.strerror or err}") from err
-        log.info("listening on %s", listen)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        reloads: set[asyncio.Task[list[str]]] = set()
-
-        def on_hup() -> None:
-            task = loop.create_task(agent.reload())
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
-        try:
-            stopping = asyncio.ensure_future(stop.wait())
-            failing = asyncio.ensure_future(agent.failed.wait())
-            await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in (stopping, failing):
-                waiter.cancel()
-            log.info("stopping")
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-    finally:
-        await runner.cleanup()
-    if agent.failed.is_set():
+    if await serve_app(make_app(agent), listen, agent.reload, failed=agent.failed):
         raise RunLoopEndedError("the agent's run loop ended")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from collector.auth import TokenFileError, TokenStore
 from collector.config import CollectorConfig, load_config
 from collector.inventory import Inventory, load_inventory
+from collector.tls import TlsError, ssl_context
 from kipu.config import ConfigError
 from kipu.config.checks import SITE_ID_PATTERN, listen_problem
 from kipu.version import __version__
@@ -97,11 +98,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kipu-collector: --web.listen-address: {why}", file=sys.stderr)
         return 1
     if args.check_config:
+        if config.tls is not None:
+            try:
+                ssl_context(config.tls)
+            except TlsError as err:
+                print(f"kipu-collector: invalid configuration:\n{err}", file=sys.stderr)
+                return 1
         for warning in inventory.warnings:
             print(f"warning: {warning}", file=sys.stderr)
+        sites, projects = len(inventory.sites), len(inventory.projects())
         print(
-            f"{args.config_file}: OK, {len(inventory.sites)} sites in "
-            f"{len(inventory.projects())} projects ({config.inventory})"
+            f"{args.config_file}: OK, {sites} site{'s' * (sites != 1)} in {projects} "
+            f"project{'s' * (projects != 1)} ({config.inventory})"
         )
         return 0
 
@@ -109,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         asyncio.run(serve(Collector(config, args.config_file), args.listen or config.listen))
-    except (StartError, OSError, ValueError) as err:
+    except (StartError, TlsError, OSError, ValueError) as err:
         print(f"kipu-collector: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -12,7 +12,6 @@ import dataclasses
 import fcntl
 import html
 import logging
-import signal
 import ssl
 import time
 from collections import Counter
@@ -24,15 +23,16 @@ from aiohttp import web
 
 from collector import metrics
 from collector.auth import TokenBook
-from collector.config import CollectorConfig, Tls, load_config
+from collector.config import CollectorConfig, load_config
 from collector.forward import Forwarder, QueueDiskError, QueueFullError
 from collector.ingest import Admitted, Ingest
 from collector.inventory import Inventory, load_inventory
 from collector.liveness import STATES, Liveness
 from collector.snapshots import CollectorSnapshot, ForwardSnapshot, Histogram, SiteView
+from collector.tls import TlsError, load_certificates, ssl_context
 from kipu.config import ConfigError
-from kipu.config.checks import split_host_port
 from kipu.remote_write.codec import RemoteWriteDecodeError, compress, raw_request
+from kipu.service import serve_app
 from kipu.supervise import supervised
 from kipu.version import __version__
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 LOCK_FILE = "collector.lock"
 TOKEN_POLL = 1.0  # seconds between looks at the token file
 LIVENESS_SAVE = 2.0  # seconds between saves of the last-push times
+BODY_IDLE = 30.0  # seconds a push may send nothing of its body
 THREAD_BODY = 256 * 1024  # bodies larger than this are decoded in a worker thread
 RETRY_QUEUE_FULL = 30
 RETRY_DISK = 10
@@ -186,14 +187,14 @@ class Collector:
                 inventory = await asyncio.to_thread(load_inventory, config.inventory)
                 if config.tls is not None:
                     await asyncio.to_thread(ssl_context, config.tls)  # readable?
-            except (ConfigError, OSError, ssl.SSLError) as err:
+            except (ConfigError, OSError, TlsError) as err:
                 problems = err.problems if isinstance(err, ConfigError) else [err]
                 for problem in problems:
                     log.error("reload refused: %s", problem)
                 return [str(p) for p in problems]
             self._apply(config, inventory)
             if config.tls is not None and self.ssl_context is not None:
-                await asyncio.to_thread(_load_certificates, self.ssl_context, config.tls)
+                await asyncio.to_thread(load_certificates, self.ssl_context, config.tls)
                 log.info("TLS certificate read again from %s", config.tls.cert_file)
             return []
 
@@ -276,7 +277,10 @@ class Collector:
                 f"Content-Encoding {encoding!r}: remote write is snappy",
                 unread=True,
             )
-        body = await _read_at_most(request, limit)
+        try:
+            body = await _read_at_most(request, limit)
+        except _BodyError as err:
+            return self._refuse(err.status, err.reason, str(err), unread=True)
         if body is None:
             return self._refuse(
                 413, "too_large", f"body over the limit of {limit} bytes", unread=True
@@ -375,29 +379,37 @@ class Collector:
         return counts
 
 
+class _BodyError(Exception):
+    """The body could not be read whole: the client's fault, answered with a 4xx."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason = status, reason
+
+
 async def _read_at_most(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it grows past `limit` (never held whole)."""
+    """The body, or None as soon as it grows past `limit` (never held whole).
+
+    Raises `_BodyError` when the client hangs up before the end of its body, or sends
+    nothing for `BODY_IDLE` seconds (a link cut without a word keeps a connection open).
+    """
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
+    stream = request.content.iter_chunked(64 * 1024)
+    while True:
+        try:
+            async with asyncio.timeout(BODY_IDLE):
+                chunk = await anext(stream, None)
+        except TimeoutError:
+            raise _BodyError(408, "timeout", f"no body byte for {BODY_IDLE:g} s") from None
+        except (ConnectionError, asyncio.IncompleteReadError) as err:
+            raise _BodyError(400, "incomplete", f"the body ended early: {err}") from None
+        if chunk is None:
+            return b"".join(chunks)
         size += len(chunk)
         if size > limit:
             return None
         chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def ssl_context(tls: Tls) -> ssl.SSLContext:
-    """A server TLS context holding the configured certificate (raises when unreadable)."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    _load_certificates(context, tls)
-    return context
-
-
-def _load_certificates(context: ssl.SSLContext, tls: Tls) -> None:
-    # Loading into the context in use: new handshakes get the new certificate, the
-    # connections already open keep theirs.
-    context.load_cert_chain(tls.cert_file, tls.key_file)
 
 
 COLLECTOR = web.AppKey("collector", Collector)
@@ -475,38 +487,9 @@ def make_app(collector: Collector) -> web.Application:
 
 async def serve(collector: Collector, listen: str) -> None:
     """Run until SIGTERM or SIGINT; SIGHUP reloads. Raises if it cannot start."""
-    app = make_app(collector)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        host, port = split_host_port(listen)
-        tls = collector.config.tls
-        if tls is not None:
-            collector.ssl_context = await asyncio.to_thread(ssl_context, tls)
-        site = web.TCPSite(runner, host or None, port, ssl_context=collector.ssl_context)
-        try:
-            await site.start()
-        except OSError as err:
-            raise OSError(f"cannot listen on {listen}: {err.strerror or err}") from err
-        scheme = "https" if tls else "http"
-        log.info("listening on %s://%s", scheme, listen)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        reloads: set[asyncio.Task[list[str]]] = set()
-
-        def on_hup() -> None:
-            task = loop.create_task(collector.reload())
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
-        try:
-            await stop.wait()
-            log.info("stopping")
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-    finally:
-        await runner.cleanup()
+    tls = collector.config.tls
+    if tls is not None:
+        collector.ssl_context = await asyncio.to_thread(ssl_context, tls)
+    await serve_app(
+        make_app(collector), listen, collector.reload, ssl_context=collector.ssl_context
+    )

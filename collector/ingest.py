@@ -50,7 +50,9 @@ BURST_SECONDS = 5.0  # the backlog bucket holds this many seconds of samples
 @dataclass(frozen=True)
 class Admitted:
     raw: bytes  # the relabelled request, uncompressed
-    series: tuple[tuple[Series, bytes], ...]  # relabelled labels and sample runs
+    # The series of the metrics the caller asked to see (`Ingest.watched`): relabelled
+    # labels and their sample runs.
+    watched: tuple[tuple[Series, bytes], ...]
     samples: int
     backlog_samples: int
     first_ms: int
@@ -67,10 +69,11 @@ class Refused:
 
 @dataclass(frozen=True, slots=True)
 class _Known:
-    """A label run a site sent, relabelled."""
+    """A label run a site sent, relabelled; its labels kept only for watched metrics
+    (a site's hundred series, kept whole, would cost kilobytes each)."""
 
     run: bytes
-    series: Series
+    series: Series | None
 
 
 @dataclass
@@ -98,8 +101,9 @@ def relabel(series: Series, site: Site) -> Series:
 class Ingest:
     """The per-site limits (see the module docstring)."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, watched: frozenset[str] = frozenset()) -> None:
         self.limits = limits
+        self.watched = watched  # metric names whose series `admit` hands back
         self._sites: dict[str, _SiteLimits] = {}
 
     def admit(self, site: Site, raw: bytes, now: float) -> Admitted | Refused:
@@ -123,7 +127,8 @@ class Ingest:
                 known = state.previous.get(labels_run)
                 if known is None:
                     series = relabel(parse_labels(labels_run), site)
-                    known = _Known(encode_labels(series), series)
+                    keep = series if dict(series).get("__name__") in self.watched else None
+                    known = _Known(encode_labels(series), keep)
             seen[labels_run] = known
             resolved.append((known, samples_run))
         new = sum(1 for run in seen if run not in state.current and run not in state.previous)
@@ -139,14 +144,15 @@ class Ingest:
         total = backlog = 0
         first = last = None
         for _, samples_run in resolved:
-            for stamp in sample_timestamps(samples_run):
-                total += 1
-                if stamp < live_from:
-                    backlog += 1
-                if first is None or stamp < first:
-                    first = stamp
-                if last is None or stamp > last:
-                    last = stamp
+            stamps = sample_timestamps(samples_run)
+            if not stamps:
+                continue
+            low, high = min(stamps), max(stamps)
+            total += len(stamps)
+            if low < live_from:
+                backlog += sum(1 for stamp in stamps if stamp < live_from)
+            first = low if first is None or low < first else first
+            last = high if last is None or high > last else last
         if backlog:
             refused = self._pace(state, backlog, now)
             if refused is not None:
@@ -157,7 +163,7 @@ class Ingest:
         raw_out = b"".join(timeseries_entry(k.run, samples) for k, samples in resolved)
         return Admitted(
             raw_out,
-            tuple((k.series, samples) for k, samples in resolved),
+            tuple((k.series, samples) for k, samples in resolved if k.series is not None),
             total,
             backlog,
             first or 0,

@@ -233,12 +233,20 @@ def _validate(rows: list[tuple[str, yaml.Node]], name: str) -> Inventory:
         district = lookup(row.ubigeo)
         sites[row.site_id] = _resolve(row, district)
         warnings.extend(
-            Problem(name, line, f"{key}.{field}", message)
+            Problem(name, _key_line(node, field) or line, f"{key}.{field}", message)
             for field, message in _doubts(row, district)
         )
     if problems:
         raise ConfigError(problems)
     return Inventory(sites, tuple(warnings))
+
+
+def _key_line(node: yaml.Node, key: str) -> int | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, _ in node.value:
+            if key_node.value == key:
+                return int(key_node.start_mark.line) + 1
+    return None
 
 
 def _scalar(node: yaml.Node, key: str) -> str | None:
@@ -284,6 +292,6 @@ def _doubts(row: SiteRow, district: District) -> Iterator[tuple[str, str]]:
             yield field, f"{given!r} differs from INEI's {official!r} for ubigeo {row.ubigeo}"
     if row.latitude is not None and row.longitude is not None:
         if not LATITUDES[0] <= row.latitude <= LATITUDES[1]:
-            yield "latitude", f"{row.latitude} is outside Peru (latitude -18.4 to 0)"
+            yield "latitude", f"{row.latitude} is outside Peru (latitude -18.6 to 0.2)"
         if not LONGITUDES[0] <= row.longitude <= LONGITUDES[1]:
-            yield "longitude", f"{row.longitude} is outside Peru (longitude -81.4 to -68.7)"
+            yield "longitude", f"{row.longitude} is outside Peru (longitude -81.6 to -68.4)"

@@ -226,20 +226,25 @@ def join_requests(raws: Sequence[bytes]) -> bytes:
 _LABEL_TAG = 0x0A  # field 1, length-delimited: TimeSeries.labels and WriteRequest.timeseries
 _SAMPLE_TAG = 0x12  # field 2, length-delimited: TimeSeries.samples
 _METADATA_TAG = 0x1A  # field 3 of WriteRequest: metadata, skipped as remote write 1.0 says
+_MANY_SAMPLES = 256  # bytes of a sample run beyond which the C parser reads it
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """The varint at `pos` and the position after it; ValueError past the end."""
+    """The varint at `pos` (its low 64 bits, as protobuf reads it) and the position
+    after it; IndexError past the end, ValueError beyond ten bytes."""
     result = shift = 0
     while True:
-        byte = buf[pos]  # IndexError past the end: the caller turns it into None
+        byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
         if byte < 0x80:
-            return result, pos
+            return result & _U64, pos
         shift += 7
         if shift > 63:
             raise ValueError("varint too long")
+
+
+_U64 = (1 << 64) - 1
 
 
 def _varint(value: int) -> bytes:
@@ -336,6 +341,17 @@ def sample_timestamps(run: bytes) -> list[int]:
             shift += 7
         if run[-1] < 0x80 and min(run[12:-1], default=0x80) >= 0x80 and stamp < 1 << 63:
             return [stamp]
+    if len(run) > _MANY_SAMPLES:
+        # A backlog batch: hundreds of samples per series. The C parser reads them
+        # faster than a loop here would, and checks them as well.
+        timeseries = remote_pb2.TimeSeries()
+        try:
+            timeseries.ParseFromString(run)
+        except DecodeError as exc:
+            raise RemoteWriteDecodeError(f"protobuf: bad samples: {exc}") from None
+        if timeseries.labels:
+            raise RemoteWriteDecodeError("protobuf: bad samples: a label among them")
+        return [sample.timestamp for sample in timeseries.samples]
     stamps: list[int] = []
     end = len(run)
     pos = 0

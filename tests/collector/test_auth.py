@@ -81,3 +81,12 @@ def test_a_damaged_file_keeps_the_previous_book(tmp_path: Path) -> None:
     assert book.refresh()
     assert book.error is None
     assert book.site_for(token) is None
+
+
+def test_many_at_once(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path)
+    tokens = store.issue_many([f"jun-{n:04d}" for n in range(500)])
+    book = TokenBook(tmp_path)
+    book.refresh()
+    assert all(book.site_for(token) == site for site, token in tokens.items())
+    assert len(set(tokens.values())) == 500

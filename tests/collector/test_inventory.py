@@ -170,9 +170,9 @@ def test_doubts_are_warnings_not_errors() -> None:
     warnings = [str(w) for w in inventory.warnings]
     # "Junin" is INEI's "Junín" without the accent: no warning for it.
     assert warnings == [
-        "sites.yaml:2: sites.0.province: 'Huancayo' differs from INEI's 'Concepción' for "
+        "sites.yaml:7: sites.0.province: 'Huancayo' differs from INEI's 'Concepción' for "
         "ubigeo 120206",
-        "sites.yaml:2: sites.0.latitude: 11.92 is outside Peru (latitude -18.4 to 0)",
+        "sites.yaml:11: sites.0.latitude: 11.92 is outside Peru (latitude -18.6 to 0.2)",
     ]
     assert inventory.sites["jun-0001"].province == "Huancayo"  # the file's word stands
 
