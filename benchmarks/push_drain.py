@@ -114,9 +114,9 @@ def instrument(pusher: Pusher, trace: Trace) -> None:
     """Record each request's size and, for live pushes, the snapshot-to-ack latency."""
     original = pusher.client.send
 
-    async def send(body: bytes) -> SendResult:
+    async def send(body: bytes, *, backlog: bool = False) -> SendResult:
         newest = pusher.spool.newest(1)
-        result = await original(body)
+        result = await original(body, backlog=backlog)
         samples = 0
         lane = "backlog"
         if newest and newest[0].payload == body:

@@ -28,9 +28,11 @@ from collector.forward import Forwarder, QueueDiskError, QueueFullError
 from collector.ingest import Admitted, Ingest
 from collector.inventory import Inventory, load_inventory
 from collector.liveness import STATES, Liveness
+from collector.pressure import Pressure
 from collector.snapshots import CollectorSnapshot, ForwardSnapshot, Histogram, SiteView
 from collector.tls import TlsError, load_certificates, ssl_context
 from kipu.config import ConfigError
+from kipu.remote_write.client import BACKLOG_HEADER
 from kipu.remote_write.codec import RemoteWriteDecodeError, compress, raw_request
 from kipu.service import serve_app
 from kipu.supervise import supervised
@@ -42,6 +44,7 @@ LOCK_FILE = "collector.lock"
 TOKEN_POLL = 1.0  # seconds between looks at the token file
 LIVENESS_SAVE = 2.0  # seconds between saves of the last-push times
 BODY_IDLE = 30.0  # seconds a push may send nothing of its body
+BACKLOG_BODY = 64 * 1024  # a larger push is taken for backlog (a live one is ~2 KB)
 THREAD_BODY = 256 * 1024  # bodies larger than this are decoded in a worker thread
 RETRY_QUEUE_FULL = 30
 RETRY_DISK = 10
@@ -86,6 +89,7 @@ class Collector:
         self.ingest = Ingest(config.limits)
         self.forwarder = Forwarder(config.forward, config.state_dir) if config.forward else None
         self.stats = IngestStats()
+        self.pressure = Pressure()
         self.ssl_context: ssl.SSLContext | None = None
         self._lock: IO[bytes] | None = None
         self._reload_lock = asyncio.Lock()
@@ -128,6 +132,7 @@ class Collector:
         async with asyncio.TaskGroup() as group:
             group.create_task(supervised("token watcher", self._watch_tokens))
             group.create_task(supervised("liveness saver", self._save_liveness))
+            group.create_task(supervised("loop lag", self.pressure.run))
             if self.forwarder is not None:
                 group.create_task(supervised("forwarding", self.forwarder.run))
 
@@ -264,6 +269,14 @@ class Collector:
                 f"site {site_id} is not in the inventory",
                 unread=True,
             )
+        if self.pressure.busy and _is_backlog(request):
+            return self._refuse(
+                429,
+                "busy",
+                "busy: live pushes first, send the backlog again later",
+                self.pressure.retry_after(),
+                unread=True,
+            )
         limit = self.config.limits.max_body
         if request.content_length is not None and request.content_length > limit:
             return self._refuse(
@@ -347,6 +360,7 @@ class Collector:
             forward=self._forward_snapshot(),
             inventory_warnings=len(self.inventory.warnings),
             active_series=sum(self.ingest.active_series(s) for s in self.inventory.sites),
+            loop_lag=self.pressure.lag,
         )
 
     def _forward_snapshot(self) -> ForwardSnapshot | None:
@@ -377,6 +391,13 @@ class Collector:
         for site_id in self.inventory.sites:
             counts[self.liveness.state(site_id, now)] += 1
         return counts
+
+
+def _is_backlog(request: web.Request) -> bool:
+    """Whether a push holds old samples that may wait: marked so, or large."""
+    if request.headers.get(BACKLOG_HEADER) == "1":
+        return True
+    return request.content_length is not None and request.content_length > BACKLOG_BODY
 
 
 class _BodyError(Exception):

@@ -115,6 +115,11 @@ def _ingest_families(snap: CollectorSnapshot) -> Iterator[Metric]:
         value=snap.inventory_warnings,
     )
     yield GaugeMetricFamily(
+        "kipu_collector_loop_lag_seconds",
+        "How late the event loop wakes up (smoothed); backlog waits while it is high.",
+        value=snap.loop_lag,
+    )
+    yield GaugeMetricFamily(
         "kipu_collector_active_series",
         "Distinct series sites sent in the last 7.5 to 15 minutes.",
         value=snap.active_series,

@@ -53,3 +53,4 @@ class CollectorSnapshot:
     forward: ForwardSnapshot | None
     inventory_warnings: int
     active_series: int
+    loop_lag: float

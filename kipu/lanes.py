@@ -444,7 +444,7 @@ class Lanes:
     async def _post(
         self, records: list[Record], body: bytes, samples: int, lane: str
     ) -> SendResult:
-        result = await self.client.send(body)
+        result = await self.client.send(body, backlog=lane == "backlog")
         self.counters.requests[result.outcome.result] += 1
         if result.date is not None and result.received_at is not None:
             self.clock_offset = receiver_offset(result.received_at, result.date)

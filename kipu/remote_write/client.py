@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = "0.1.0"
 """What remote write 1.0 senders put in X-Prometheus-Remote-Write-Version."""
 
+BACKLOG_HEADER = "X-Kipu-Backlog"
+"""Set on requests of the backlog lane: old samples that can wait when a receiver is busy."""
+
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: no header injection, no spaces
 _BODY_READ_LIMIT = 4096
 _DETAIL_LIMIT = 512
@@ -136,8 +139,12 @@ class RemoteWriteClient:
         key = await asyncio.to_thread(_file_key, self._token_file)
         return key != self._file_key
 
-    async def send(self, body: bytes) -> SendResult:
-        """POST one body made by `encode`; never raises for network problems."""
+    async def send(self, body: bytes, *, backlog: bool = False) -> SendResult:
+        """POST one body made by `encode`; never raises for network problems.
+
+        `backlog` marks a request of old samples (`BACKLOG_HEADER`), so that a busy
+        collector can put it off and keep serving live pushes.
+        """
         try:
             token = self._static_token
             if self._token_file is not None:
@@ -152,6 +159,8 @@ class RemoteWriteClient:
         }
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+        if backlog:
+            headers[BACKLOG_HEADER] = "1"
         try:
             async with self._open_session().post(
                 self.url, data=body, headers=headers, allow_redirects=False

@@ -4,6 +4,7 @@ liveness, reload, and forwarding into a loopback receiver."""
 from __future__ import annotations
 
 import asyncio
+import os
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ from pytest_aiohttp import AiohttpClient
 from collector.app import Collector, make_app
 from collector.auth import TokenStore
 from collector.config import load_config
+from collector.pressure import Pressure
 from kipu.remote_write.codec import Sample, Series, encode, normalise_labels
 from tests.kipu.test_remote_write import pb_series, snappy_literal
 from tests.metrics_util import Scrape, eventually, parse
@@ -346,3 +348,41 @@ async def test_last_pushes_survive_a_restart(
     ids = {"site_id": "jun-0001", "project": "junin", "region": "Junín"}
     assert scrape.value("kipu_site_last_push_timestamp_seconds", **ids) == pushed_at
     assert again.liveness.state("jun-0002", time.time()) == "never_seen"
+
+
+async def test_a_busy_collector_puts_backlog_off_and_serves_live(
+    noc_factory: Callable[..., object],
+) -> None:
+    noc: Noc = await noc_factory()  # type: ignore[misc]
+    noc.collector.pressure.lag = 1.0  # the loop wakes a second late: far too busy
+    status, text, headers = await noc.push("jun-0001", agent_push(), {"X-Kipu-Backlog": "1"})
+    assert status == 429
+    assert "live pushes first" in text
+    assert 2 <= int(headers["Retry-After"]) <= 10
+    big = body_of(
+        {
+            normalise_labels({"__name__": "m", "n": os.urandom(16).hex()}): [(now_ms(), 1.0)]
+            for _ in range(2500)
+        }
+    )
+    assert len(big) > 64 * 1024
+    assert (await noc.push("jun-0001", big))[0] == 429  # large: backlog by its size
+    assert (await noc.push("jun-0001", agent_push()))[0] == 204  # live goes on
+    noc.collector.pressure.lag = 0.0
+    assert (await noc.push("jun-0001", agent_push(), {"X-Kipu-Backlog": "1"}))[0] == 204
+    scrape = await noc.scrape()
+    assert scrape.value("kipu_collector_requests_rejected_total", reason="busy") == 2
+
+
+async def test_the_loop_lag_is_measured() -> None:
+    pressure = Pressure()
+    task = asyncio.create_task(pressure.run())
+    try:
+        await asyncio.sleep(0.12)
+        time.sleep(0.5)  # noqa: ASYNC251 - the point: block the loop, as a heavy push would
+        await asyncio.sleep(0.06)
+        assert pressure.lag > 0.05
+        assert pressure.busy
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -79,8 +79,7 @@ def test_check_config_counts_sites_and_warns_on_stderr(tmp_path: Path) -> None:
     assert err.splitlines() == [
         f"warning: {inventory}:11: sites.3.region: 'Lima' differs from INEI's 'Junín' "
         "for ubigeo 120206",
-        f"warning: {inventory}:12: sites.3.latitude: 11.92 is outside Peru "
-        "(latitude -18.6 to 0.2)",
+        f"warning: {inventory}:12: sites.3.latitude: 11.92 is outside Peru (latitude -18.6 to 0.2)",
     ]
     # A clean inventory: no warning at all.
     status, out, err = check(write_collector(tmp_path / "clean"))
