@@ -28,8 +28,16 @@ from collector.forward import Forwarder, QueueDiskError, QueueFullError
 from collector.ingest import Admitted, Ingest
 from collector.inventory import Inventory, load_inventory
 from collector.liveness import STATES, Liveness
+from collector.memory import WATCHED, SiteMemory
 from collector.pressure import Pressure
-from collector.snapshots import CollectorSnapshot, ForwardSnapshot, Histogram, SiteView
+from collector.rollup import rollups
+from collector.snapshots import (
+    CollectorSnapshot,
+    ForwardSnapshot,
+    Histogram,
+    History,
+    SiteView,
+)
 from collector.tls import TlsError, load_certificates, ssl_context
 from kipu.config import ConfigError
 from kipu.remote_write.client import BACKLOG_HEADER
@@ -86,7 +94,8 @@ class Collector:
         self.inventory = Inventory({})
         self.tokens = TokenBook(config.state_dir)
         self.liveness = Liveness(config.state_dir, config.silent_after)
-        self.ingest = Ingest(config.limits)
+        self.ingest = Ingest(config.limits, WATCHED)
+        self.memory = SiteMemory()
         self.forwarder = Forwarder(config.forward, config.state_dir) if config.forward else None
         self.stats = IngestStats()
         self.pressure = Pressure()
@@ -217,6 +226,7 @@ class Collector:
         self.liveness.silent_after = config.silent_after
         self.ingest.limits = config.limits
         self.ingest.forget(set(inventory.sites))
+        self.memory.forget(set(inventory.sites))
         for warning in inventory.warnings:
             log.warning("inventory: %s", warning)
         log.info(
@@ -320,6 +330,7 @@ class Collector:
         self.liveness.pushed(site.site_id, now)
         if verdict.samples:
             self.stats.samples_received[site.project] += verdict.samples
+            self.memory.observe(site.site_id, verdict.watched, now)
         self.stats.accepted += 1
         return web.Response(status=204)
 
@@ -341,12 +352,25 @@ class Collector:
 
     # -- views
 
-    def snapshot(self) -> CollectorSnapshot:
+    def site_views(self) -> tuple[SiteView, ...]:
+        """Every inventoried site with its state and latest values, by site_id."""
         now = self.clock()
-        sites = tuple(
-            SiteView(site, self.liveness.state(site_id, now), self.liveness.last_push.get(site_id))
+        return tuple(
+            SiteView(
+                site,
+                self.liveness.state(site_id, now),
+                self.liveness.last_push.get(site_id),
+                self.memory.latest(site_id, now),
+            )
             for site_id, site in sorted(self.inventory.sites.items())
         )
+
+    def history(self, site_id: str) -> History | None:
+        """The site's short memory (24 h in 5-minute steps); None before its first push."""
+        return self.memory.history(site_id, self.clock())
+
+    def snapshot(self) -> CollectorSnapshot:
+        sites = self.site_views()
         stats = self.stats
         return CollectorSnapshot(
             version=__version__,
@@ -361,6 +385,7 @@ class Collector:
             inventory_warnings=len(self.inventory.warnings),
             active_series=sum(self.ingest.active_series(s) for s in self.inventory.sites),
             loop_lag=self.pressure.lag,
+            rollups=rollups(sites),
         )
 
     def _forward_snapshot(self) -> ForwardSnapshot | None:
@@ -434,7 +459,6 @@ async def _read_at_most(request: web.Request, limit: int) -> bytes | None:
 
 
 COLLECTOR = web.AppKey("collector", Collector)
-REGISTRY = web.AppKey("registry", metrics.Registry)
 
 
 async def _write(request: web.Request) -> web.Response:
@@ -442,8 +466,11 @@ async def _write(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    # The snapshot is taken here, on the event loop that changes what it reads; only
+    # turning it into text (and reading /proc for the process figures) goes to a thread.
+    snapshot = request.app[COLLECTOR].snapshot()
     body, content_type = await asyncio.to_thread(
-        metrics.render, request.app[REGISTRY], request.headers.get("Accept")
+        metrics.render, snapshot, request.headers.get("Accept")
     )
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
@@ -496,7 +523,6 @@ def make_app(collector: Collector) -> web.Application:
     # Bodies are read by the write handler itself, bounded by limits.max_body.
     app = web.Application(client_max_size=collector.config.limits.max_body + 1)
     app[COLLECTOR] = collector
-    app[REGISTRY] = metrics.make_registry(collector.snapshot)
     app.router.add_post("/api/v1/write", _write)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)

@@ -21,10 +21,9 @@ from prometheus_client.exposition import choose_encoder
 
 from collector.inventory import Site
 from collector.liveness import STATES
-from collector.snapshots import CollectorSnapshot, ForwardSnapshot, Histogram
+from collector.snapshots import CollectorSnapshot, ForwardSnapshot, Histogram, Rollup
 
 Source = Callable[[], CollectorSnapshot]
-Registry = CollectorRegistry
 SITE_LABELS = ["site_id", "project", "region"]
 INFO_LABELS = list(Site.__dataclass_fields__)
 
@@ -44,6 +43,7 @@ class CollectorMetrics:
         build.add_metric([snap.version], 1)
         yield build
         yield from _site_families(snap)
+        yield from _rollup_families(snap.rollups)
         yield from _ingest_families(snap)
         if snap.forward is not None:
             yield from _forward_families(snap.forward)
@@ -85,6 +85,56 @@ def _site_families(snap: CollectorSnapshot) -> Iterator[Metric]:
         for state in STATES:  # every state, zero too: a panel of a state never goes blank
             sites.add_metric([*group, state], counts[(*group, state)])
     yield from (info, last, reporting, sites)
+
+
+ROLLUP_LABELS = ["project", "region", "province", "institution_type"]
+
+
+def _rollup_families(rollups: tuple[Rollup, ...]) -> Iterator[Metric]:
+    up = GaugeMetricFamily(
+        "kipu_rollup_link_up_sites", "Reporting sites with the link up.", labels=ROLLUP_LABELS
+    )
+    down = GaugeMetricFamily(
+        "kipu_rollup_link_down_sites", "Reporting sites with the link down.", labels=ROLLUP_LABELS
+    )
+    power = GaugeMetricFamily(
+        "kipu_rollup_power_cut_sites",
+        "Reporting sites whose offline seconds grew in the last hour (a power cut).",
+        labels=ROLLUP_LABELS,
+    )
+    wifi = GaugeMetricFamily(
+        "kipu_rollup_wifi_clients", "WiFi clients of the reporting sites.", labels=ROLLUP_LABELS
+    )
+    traffic = GaugeMetricFamily(
+        "kipu_rollup_traffic_bits_per_second",
+        "Traffic of the reporting sites (each site's busiest interface).",
+        labels=[*ROLLUP_LABELS, "direction"],
+    )
+    rtt = GaugeMetricFamily(
+        "kipu_rollup_rtt_seconds",
+        "Quantiles of the reporting sites' mean RTT over the last 5 minutes.",
+        labels=[*ROLLUP_LABELS, "role", "quantile"],
+    )
+    loss = GaugeMetricFamily(
+        "kipu_rollup_loss_ratio",
+        "Mean of the reporting sites' loss over the last 5 minutes.",
+        labels=[*ROLLUP_LABELS, "role"],
+    )
+    for rollup in rollups:
+        key = rollup.key
+        labels = [key.project, key.region, key.province, key.institution_type]
+        up.add_metric(labels, rollup.link_up_sites)
+        down.add_metric(labels, rollup.link_down_sites)
+        power.add_metric(labels, rollup.power_cut_sites)
+        wifi.add_metric(labels, rollup.wifi_clients)
+        for direction, bps in rollup.traffic_bps.items():
+            traffic.add_metric([*labels, direction], bps)
+        for role, quantiles in rollup.rtt_seconds.items():
+            for q, seconds in quantiles.items():
+                rtt.add_metric([*labels, role, q], seconds)
+        for role, ratio in rollup.loss_ratio.items():
+            loss.add_metric([*labels, role], ratio)
+    yield from (up, down, power, wifi, traffic, rtt, loss)
 
 
 def _ingest_families(snap: CollectorSnapshot) -> Iterator[Metric]:
@@ -211,13 +261,11 @@ def _histogram(name: str, help_text: str, histogram: Histogram) -> Metric:
     return family
 
 
-def make_registry(source: Source) -> CollectorRegistry:
+def render(snapshot: CollectorSnapshot, accept: str | None) -> tuple[bytes, str]:
+    """Encode a snapshot (and the process's own figures) as Prometheus text or
+    OpenMetrics, by the Accept header."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CollectorMetrics(source))
+    registry.register(CollectorMetrics(lambda: snapshot))
     ProcessCollector(registry=registry)
-    return registry
-
-
-def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry), content_type

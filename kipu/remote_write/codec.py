@@ -384,6 +384,22 @@ def sample_timestamps(run: bytes) -> list[int]:
     return stamps
 
 
+def sample_values(run: bytes) -> list[Sample]:
+    """The (timestamp, value) samples of a sample run; RemoteWriteDecodeError if malformed."""
+    if len(run) > 12 and run[2] == 0x09 and run[11] == 0x10:  # one sample: the usual layout
+        (value,) = _DOUBLE.unpack_from(run, 3)
+        return [(sample_timestamps(run)[0], value)]
+    timeseries = remote_pb2.TimeSeries()
+    try:
+        timeseries.ParseFromString(run)
+    except DecodeError as exc:
+        raise RemoteWriteDecodeError(f"protobuf: bad samples: {exc}") from None
+    return [(sample.timestamp, sample.value) for sample in timeseries.samples]
+
+
+_DOUBLE = struct.Struct("<d")
+
+
 def encode_samples(samples: Sequence[Sample]) -> bytes:
     """The sample run of `samples` (in the order given)."""
     timeseries = remote_pb2.TimeSeries()

@@ -70,13 +70,15 @@ def config_text(tmp_path: Path, extra: str = "") -> str:
 
 @pytest.fixture
 async def noc_factory(aiohttp_client: AiohttpClient, tmp_path: Path) -> Callable[..., object]:
-    async def make(extra: str = "", sites: str = SITES) -> Noc:
+    async def make(
+        extra: str = "", sites: str = SITES, holders: tuple[str, ...] = ("jun-0001", "hco-0007")
+    ) -> Noc:
         (tmp_path / "sites.yaml").write_text(sites)
         path = tmp_path / "collector.yaml"
         path.write_text(config_text(tmp_path, extra))
         config = await asyncio.to_thread(load_config, path)
         store = TokenStore(config.state_dir)
-        tokens = {s: await asyncio.to_thread(store.issue, s) for s in ("jun-0001", "hco-0007")}
+        tokens = {s: await asyncio.to_thread(store.issue, s) for s in holders}
         tokens["ghost-0001"] = await asyncio.to_thread(store.issue, "ghost-0001")
         collector = Collector(config, path)
         client = await aiohttp_client(make_app(collector))
@@ -386,3 +388,58 @@ async def test_the_loop_lag_is_measured() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_rollups_on_metrics_match_the_pushed_data(
+    noc_factory: Callable[..., object],
+) -> None:
+    sites = SITES + (
+        '  - {site_id: jun-0003, site_name: IE 2, project: junin, ubigeo: "120206",\n'
+        "     institution_type: school, upstream_node: nodo-concepcion, access_tech: fibre}\n"
+    )
+    noc: Noc = await noc_factory(sites=sites, holders=("jun-0001", "jun-0003"))  # type: ignore[misc]
+    start = now_ms() - 60_000
+
+    def site_push(at: int, link: float, wifi: float, rtt_sum: float, count: float) -> bytes:
+        role = {"target": "pop1", "role": "pop"}
+        return body_of(
+            {
+                normalise_labels({"__name__": "kipu_link_up"}): [(at, link)],
+                normalise_labels(
+                    {"__name__": "kipu_wifi_clients", "device": "ap", "ssid": "Plaza"}
+                ): [(at, wifi)],
+                normalise_labels({"__name__": "kipu_probe_rtt_seconds_sum", **role}): [
+                    (at, rtt_sum)
+                ],
+                normalise_labels({"__name__": "kipu_probe_rtt_seconds_count", **role}): [
+                    (at, count)
+                ],
+                normalise_labels({"__name__": "kipu_probe_packets_sent_total", **role}): [
+                    (at, count)
+                ],
+                normalise_labels({"__name__": "kipu_probe_packets_received_total", **role}): [
+                    (at, count)
+                ],
+            }
+        )
+
+    # Two schools: up with 12 clients and 20 ms, down with 3 clients and 40 ms.
+    for site, link, wifi, rtt in (("jun-0001", 1.0, 12.0, 0.02), ("jun-0003", 0.0, 3.0, 0.04)):
+        assert (await noc.push(site, site_push(start, link, wifi, 0.0, 0)))[0] == 204
+        pushed = site_push(start + 30_000, link, wifi, 30 * rtt, 30)
+        assert (await noc.push(site, pushed))[0] == 204
+    scrape = await noc.scrape()
+    school = {"project": "junin", "region": "Junín", "province": "Concepción"}
+    school["institution_type"] = "school"
+    assert scrape.value("kipu_rollup_link_up_sites", **school) == 1
+    assert scrape.value("kipu_rollup_link_down_sites", **school) == 1
+    assert scrape.value("kipu_rollup_wifi_clients", **school) == 15
+    assert scrape.value("kipu_rollup_rtt_seconds", **school, role="pop", quantile="0.5") == (
+        pytest.approx(0.03)
+    )
+    assert scrape.value("kipu_rollup_rtt_seconds", **school, role="pop", quantile="0.9") == (
+        pytest.approx(0.038)
+    )
+    assert scrape.value("kipu_rollup_loss_ratio", **school, role="pop") == 0.0
+    health = {**school, "institution_type": "health"}
+    assert scrape.value("kipu_rollup_link_up_sites", **health) == 0  # never seen
