@@ -11,9 +11,9 @@ from collector.snapshots import Latest, RollupKey, SiteView
 from tests.collector.test_ingest import SITE
 
 
-def view(site_id: str, state: str, latest: Latest, **site: str) -> SiteView:
+def view(site_id: str, state: str, latest: Latest, institution_type: str = "school") -> SiteView:
     return SiteView(
-        dataclasses.replace(SITE, site_id=site_id, **site),
+        dataclasses.replace(SITE, site_id=site_id, institution_type=institution_type),
         state,  # type: ignore[arg-type]
         None,
         latest,
