@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from agent.config import AgentConfig, load_config
 from agent.probes.icmp import IcmpPermissionError
 from agent.state import StateError
-from kipu.config import ConfigError, json_schema
+from kipu.config import ConfigError
 from kipu.config.checks import listen_problem
 from kipu.version import __version__
 
@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_schema() -> str:
+    from kipu.config.schema import json_schema  # noqa: PLC0415 - only for this command
+
     return json.dumps(json_schema(AgentConfig, "kipu-agent configuration"), indent=2) + "\n"
 
 

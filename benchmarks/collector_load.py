@@ -41,9 +41,9 @@ from collector.auth import TokenStore
 from kipu.remote_write.client import BACKLOG_HEADER
 from kipu.remote_write.codec import (
     compress,
+    count_samples,
     encode_labels,
     normalise_labels,
-    parse_request,
     raw_request,
     timeseries_entry,
 )
@@ -155,10 +155,36 @@ def count_sink(path: Path) -> int:
         (size,) = struct.unpack_from("<I", data, pos)
         body = data[pos + 4 : pos + 4 + size]
         pos += 4 + size
-        total += sum(
-            len(v) for v in parse_request(raw_request(body, max_decompressed=1 << 30)).values()
-        )
+        total += count_samples(raw_request(body, max_decompressed=1 << 30))
     return total
+
+
+Buckets = dict[float, float]  # cumulative count by upper bound
+
+
+async def server_buckets(session: aiohttp.ClientSession, metrics_url: str) -> Buckets:
+    """The collector's own request-duration histogram, as it says it."""
+    async with session.get(metrics_url) as response:
+        text = await response.text()
+    found: Buckets = {}
+    for line in text.splitlines():
+        if line.startswith("kipu_collector_request_duration_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            found[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def bucket_quantile(before: Buckets, after: Buckets, q: float) -> float:
+    """The q quantile of what happened between two histograms (upper bound of its bucket)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1]
+    if total <= 0:
+        return float("nan")
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= q * total:
+            return bound
+    return float("inf")
 
 
 @dataclass
@@ -169,6 +195,7 @@ class Stats:
     backlog_acknowledged: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     storm: bool = False
+    server: list[Buckets] = field(default_factory=list)  # at steady, storm and end
     steady: bool = False  # every site has pushed once: its series are known
 
 
@@ -235,8 +262,8 @@ async def backlog_site(  # noqa: PLR0917 - one call site
             await asyncio.sleep(retry or 1.0)
 
 
-async def drive(
-    url: str, tokens: dict[str, str], storm: int, warmup: float, seconds: float
+async def drive(  # noqa: PLR0917 - one call site
+    url: str, metrics_url: str, tokens: dict[str, str], storm: int, warmup: float, seconds: float
 ) -> Stats:
     # Every site's series are built before the clock starts: the generator must not be
     # what is measured.
@@ -255,14 +282,17 @@ async def drive(
         # decoded whole): the steady state is measured after it.
         await asyncio.sleep(min(warmup / 2, INTERVAL * 1.5))
         stats.steady = True
+        stats.server.append(await server_buckets(session, metrics_url))
         await asyncio.sleep(warmup - min(warmup / 2, INTERVAL * 1.5))
         stats.storm = True
+        stats.server.append(await server_buckets(session, metrics_url))
         storm_sites = list(tokens.items())[:storm]
         backlog = [
             asyncio.create_task(backlog_site(session, url, site, token, stats, until))
             for site, token in storm_sites
         ]
         await asyncio.gather(*live, *backlog)
+        stats.server.append(await server_buckets(session, metrics_url))
     return stats
 
 
@@ -333,7 +363,14 @@ def run(sites: int, storm: int, warmup: float, seconds: float, workdir: Path) ->
         cpu_before = cpu_seconds(collector.pid)
         started = time.monotonic()
         stats = asyncio.run(
-            drive(f"http://127.0.0.1:{port}/api/v1/write", tokens, storm, warmup, seconds)
+            drive(
+                f"http://127.0.0.1:{port}/api/v1/write",
+                f"http://127.0.0.1:{port}/metrics",
+                tokens,
+                storm,
+                warmup,
+                seconds,
+            )
         )
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(collector.pid) - cpu_before
@@ -373,6 +410,17 @@ def run(sites: int, storm: int, warmup: float, seconds: float, workdir: Path) ->
         f"| live push latency during the storm, p50 / p99 | "
         f"{percentile(stats.storm_latency, 50) * 1000:.0f} ms / "
         f"{percentile(stats.storm_latency, 99) * 1000:.0f} ms |"
+    )
+    steady, storming, end = stats.server
+    print(
+        "| the collector's own answer time (its histogram: bucket bounds), steady, p50 / p99 | "
+        f"{bucket_quantile(steady, storming, 0.5) * 1000:g} ms / "
+        f"{bucket_quantile(steady, storming, 0.99) * 1000:g} ms |"
+    )
+    print(
+        "| the collector's own answer time, during the storm, p50 / p99 (all pushes) | "
+        f"{bucket_quantile(storming, end, 0.5) * 1000:g} ms / "
+        f"{bucket_quantile(storming, end, 0.99) * 1000:g} ms |"
     )
     print(f"| backlog accepted | {stats.backlog_acknowledged / seconds:,.0f} samples/s |")
     print(f"| answers | {dict(sorted(stats.statuses.items()))} |")

@@ -26,7 +26,9 @@ A push has been authenticated (its token names a site) and decoded when it gets 
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from collector.config import Limits
@@ -35,14 +37,18 @@ from kipu.remote_write.codec import (
     Series,
     encode_labels,
     encode_samples,
+    label_entry,
     parse_labels,
     parse_request,
     sample_timestamps,
     split_request,
+    strip_labels,
     timeseries_entry,
 )
 
 IDENTITY_LABELS = frozenset({"site_id", "project", "region"})
+IDENTITY_NAMES = frozenset(name.encode() for name in IDENTITY_LABELS)
+SHAPES = 1 << 16  # label sets (identity aside) remembered across sites
 SERIES_GENERATION = 450.0  # seconds: the series window is two generations
 BURST_SECONDS = 5.0  # the backlog bucket holds this many seconds of samples
 
@@ -67,13 +73,12 @@ class Refused:
     retry_after: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Known:
-    """A label run a site sent, relabelled; its labels kept only for watched metrics
-    (a site's hundred series, kept whole, would cost kilobytes each)."""
-
-    run: bytes
-    series: Series | None
+# A label run a site sent, relabelled: (the run to send, its labels). The labels are
+# kept only for watched metrics: a site's hundred series, kept whole, would cost
+# kilobytes each. Plain tuples of bytes and strings, because the garbage collector
+# stops tracking those (and the dicts holding only them): a million series of objects
+# it tracks would make every full collection a pause of a second.
+_Known = tuple[bytes, Series | None]
 
 
 @dataclass
@@ -91,6 +96,47 @@ class _SiteLimits:
         return len(self.current) + len(self.previous)
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """A label set without identity labels, checked: its canonical run (sorted), where
+    project, region and site_id go in it (byte offsets), its labels and metric name."""
+
+    canonical: bytes
+    cuts: tuple[int, int, int]
+    series: Series
+    name: str
+
+    @classmethod
+    def of(cls, series: Series) -> _Shape:
+        kept = tuple(pair for pair in series if pair[0] not in IDENTITY_LABELS)
+        names = [name for name, _ in kept]
+        cuts = []
+        for identity in ("project", "region", "site_id"):
+            before = kept[: bisect.bisect_left(names, identity)]
+            cuts.append(len(encode_labels(before)))
+        name = dict(kept).get("__name__", "")
+        return cls(encode_labels(kept), (cuts[0], cuts[1], cuts[2]), kept, name)
+
+
+class _Anonymous:
+    """The shapes seen lately, across all sites (least recently used dropped first)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._shapes: OrderedDict[bytes, _Shape] = OrderedDict()
+
+    def get(self, run: bytes) -> _Shape | None:
+        shape = self._shapes.get(run)
+        if shape is not None:
+            self._shapes.move_to_end(run)
+        return shape
+
+    def put(self, run: bytes, shape: _Shape) -> None:
+        self._shapes[run] = shape
+        if len(self._shapes) > self.size:
+            self._shapes.popitem(last=False)
+
+
 def relabel(series: Series, site: Site) -> Series:
     """The series with the site's identity in place of whatever the client sent."""
     identity = (("project", site.project), ("region", site.region), ("site_id", site.site_id))
@@ -105,6 +151,7 @@ class Ingest:
         self.limits = limits
         self.watched = watched  # metric names whose series `admit` hands back
         self._sites: dict[str, _SiteLimits] = {}
+        self._shapes: _Anonymous = _Anonymous(SHAPES)
 
     def admit(self, site: Site, raw: bytes, now: float) -> Admitted | Refused:
         """Relabel an uncompressed push and judge it; `now` in seconds (Unix time).
@@ -126,9 +173,7 @@ class Ingest:
             if known is None:
                 known = state.previous.get(labels_run)
                 if known is None:
-                    series = relabel(parse_labels(labels_run), site)
-                    keep = series if dict(series).get("__name__") in self.watched else None
-                    known = _Known(encode_labels(series), keep)
+                    known = self._relabel(labels_run, site)
             seen[labels_run] = known
             resolved.append((known, samples_run))
         new = sum(1 for run in seen if run not in state.current and run not in state.previous)
@@ -160,15 +205,47 @@ class Ingest:
         for run, known in seen.items():
             state.previous.pop(run, None)
             state.current[run] = known
-        raw_out = b"".join(timeseries_entry(k.run, samples) for k, samples in resolved)
+        raw_out = b"".join(timeseries_entry(known[0], samples) for known, samples in resolved)
         return Admitted(
             raw_out,
-            tuple((k.series, samples) for k, samples in resolved if k.series is not None),
+            tuple((known[1], samples) for known, samples in resolved if known[1] is not None),
             total,
             backlog,
             first or 0,
             last or 0,
         )
+
+    def _relabel(self, run: bytes, site: Site) -> _Known:
+        """The relabelled run of a label run this site did not send lately.
+
+        Every site sends the same series but for its own identity labels: with those
+        cut out, the rest is decoded and checked once for all sites (`_Anonymous`), and
+        each site's run is put together from it at the byte level.
+        """
+        anonymous = strip_labels(run, IDENTITY_NAMES)
+        if anonymous is None:  # an unusual layout: the general way
+            series = relabel(parse_labels(run), site)
+            return encode_labels(series), self._watched(series)
+        shape = self._shapes.get(anonymous)
+        if shape is None:
+            shape = _Shape.of(parse_labels(anonymous))
+            self._shapes.put(anonymous, shape)
+        identity = (
+            label_entry("project", site.project),
+            label_entry("region", site.region),
+            label_entry("site_id", site.site_id),
+        )
+        canonical, cuts = shape.canonical, shape.cuts
+        pieces = [canonical[: cuts[0]], identity[0]]
+        pieces += [canonical[cuts[0] : cuts[1]], identity[1]]
+        pieces += [canonical[cuts[1] : cuts[2]], identity[2], canonical[cuts[2] :]]
+        watched = None
+        if shape.name in self.watched:
+            watched = relabel(shape.series, site)
+        return b"".join(pieces), watched
+
+    def _watched(self, series: Series) -> Series | None:
+        return series if dict(series).get("__name__") in self.watched else None
 
     def forget(self, keep: set[str]) -> None:
         """Drop the limits of sites no longer in the inventory."""

@@ -19,11 +19,11 @@ trusted.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 CLOCK_FLOOR = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 RECEIVER_AGREEMENT = 2.0
@@ -33,50 +33,59 @@ _STA_UNSYNC = 0x0040
 _TIME_ERROR = 5
 
 
-class _Timex(ctypes.Structure):
-    _fields_ = [
-        ("modes", ctypes.c_uint),
-        ("offset", ctypes.c_long),
-        ("freq", ctypes.c_long),
-        ("maxerror", ctypes.c_long),
-        ("esterror", ctypes.c_long),
-        ("status", ctypes.c_int),
-        ("constant", ctypes.c_long),
-        ("precision", ctypes.c_long),
-        ("tolerance", ctypes.c_long),
-        ("time_sec", ctypes.c_long),
-        ("time_usec", ctypes.c_long),
-        ("tick", ctypes.c_long),
-        ("ppsfreq", ctypes.c_long),
-        ("jitter", ctypes.c_long),
-        ("shift", ctypes.c_int),
-        ("stabil", ctypes.c_long),
-        ("jitcnt", ctypes.c_long),
-        ("calcnt", ctypes.c_long),
-        ("errcnt", ctypes.c_long),
-        ("stbcnt", ctypes.c_long),
-        ("tai", ctypes.c_int),
-        ("padding", ctypes.c_int * 11),
-    ]
-
-
 @functools.cache
-def _adjtimex() -> Callable[..., int] | None:
-    # The interpreter is linked against the C library: its own symbols hold adjtimex,
-    # with no search (find_library would run ldconfig in a subprocess). Looked up once.
+def _adjtimex() -> tuple[Callable[..., int], type[Any]] | None:
+    """libc's adjtimex and the `struct timex` it fills; None where unavailable.
+
+    ctypes costs the agent half a megabyte: it is loaded only when the clock's trust is
+    in question (a fresh boot), and looked up once. The interpreter is linked against
+    the C library, so its own symbols hold adjtimex, with no search (find_library
+    would run ldconfig in a subprocess).
+    """
+    import ctypes  # noqa: PLC0415
+
+    class Timex(ctypes.Structure):
+        _fields_ = [
+            ("modes", ctypes.c_uint),
+            ("offset", ctypes.c_long),
+            ("freq", ctypes.c_long),
+            ("maxerror", ctypes.c_long),
+            ("esterror", ctypes.c_long),
+            ("status", ctypes.c_int),
+            ("constant", ctypes.c_long),
+            ("precision", ctypes.c_long),
+            ("tolerance", ctypes.c_long),
+            ("time_sec", ctypes.c_long),
+            ("time_usec", ctypes.c_long),
+            ("tick", ctypes.c_long),
+            ("ppsfreq", ctypes.c_long),
+            ("jitter", ctypes.c_long),
+            ("shift", ctypes.c_int),
+            ("stabil", ctypes.c_long),
+            ("jitcnt", ctypes.c_long),
+            ("calcnt", ctypes.c_long),
+            ("errcnt", ctypes.c_long),
+            ("stbcnt", ctypes.c_long),
+            ("tai", ctypes.c_int),
+            ("padding", ctypes.c_int * 11),
+        ]
+
     try:
         adjtimex: Callable[..., int] = ctypes.CDLL(None, use_errno=True).adjtimex
-        return adjtimex
     except (OSError, AttributeError):
         return None
+    return adjtimex, Timex
 
 
 def kernel_clock_synced() -> bool | None:
     """Whether the kernel's NTP discipline says the clock is synchronised; None if unknown."""
-    adjtimex = _adjtimex()
-    if adjtimex is None:
+    found = _adjtimex()
+    if found is None:
         return None
-    timex = _Timex()  # modes 0: read only
+    adjtimex, timex_type = found
+    timex = timex_type()  # modes 0: read only
+    import ctypes  # noqa: PLC0415 - loaded by _adjtimex already
+
     state = adjtimex(ctypes.byref(timex))
     if state < 0:
         return None
@@ -122,7 +131,8 @@ class ClockJudge:
     def trusted(self, wall: float) -> bool:
         if wall < CLOCK_FLOOR:
             return False
-        return self.synced() is True or self.receiver_agrees() or self.uptime() >= self.settle
+        # The cheap witnesses first: asking the kernel loads ctypes.
+        return self.uptime() >= self.settle or self.receiver_agrees() or self.synced() is True
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The typed configuration loader both programs use (see `kipu.config.loader`)."""
+"""The typed configuration loader both programs use (see `kipu.config.loader`); the JSON
+schema of a model is `kipu.config.schema.json_schema`, imported only when wanted."""
 
 from kipu.config.loader import (
     ConfigError,
@@ -9,7 +10,6 @@ from kipu.config.loader import (
     load_text,
     setting,
 )
-from kipu.config.schema import json_schema
 from kipu.config.units import Duration, Size, format_duration, parse_duration, parse_size
 
 __all__ = [
@@ -19,7 +19,6 @@ __all__ = [
     "Size",
     "Validated",
     "format_duration",
-    "json_schema",
     "load_file",
     "load_node",
     "load_text",

@@ -171,6 +171,16 @@ def parse_request(raw: bytes) -> dict[Series, list[Sample]]:
     return result
 
 
+def count_samples(raw: bytes) -> int:
+    """The samples of an uncompressed `WriteRequest`, counted without decoding them."""
+    request = remote_pb2.WriteRequest()
+    try:
+        request.ParseFromString(memoryview(raw))
+    except DecodeError as exc:
+        raise RemoteWriteDecodeError(f"protobuf: not a WriteRequest: {exc}") from None
+    return sum(len(timeseries.samples) for timeseries in request.timeseries)
+
+
 def snappy_uncompressed_length(body: bytes) -> int:
     """The uncompressed length a snappy block announces in its varint header."""
     value = 0
@@ -303,6 +313,45 @@ def split_request(raw: bytes) -> list[tuple[bytes, bytes]] | None:
     except (IndexError, ValueError):
         return None
     return parts
+
+
+def strip_labels(run: bytes, names: frozenset[bytes]) -> bytes | None:
+    """The label run without the labels named `names`, cut at the byte level.
+
+    None when the run is not laid out as encoders lay it out (each label its name, then
+    its value): the caller then decodes it whole.
+    """
+    kept: list[bytes] = []
+    end = len(run)
+    pos = start = 0
+    try:
+        while pos < end:
+            if run[pos] != _LABEL_TAG:
+                return None
+            size, body = (
+                (run[pos + 1], pos + 2) if run[pos + 1] < 0x80 else _read_varint(run, pos + 1)
+            )
+            stop = body + size
+            if stop > end or run[body] != _LABEL_TAG:
+                return None
+            name_size = run[body + 1]
+            if name_size >= 0x80:  # no label name is that long: not our layout
+                return None
+            if run[body + 2 : body + 2 + name_size] in names:
+                kept.append(run[start:pos])
+                start = stop
+            pos = stop
+    except (IndexError, ValueError):
+        return None
+    if start == 0:
+        return run
+    kept.append(run[start:])
+    return b"".join(kept)
+
+
+def label_entry(name: str, value: str) -> bytes:
+    """One label of a label run."""
+    return encode_labels(((name, value),))
 
 
 def parse_labels(run: bytes) -> Series:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector.config import Limits
 from collector.ingest import Admitted, Ingest, Refused, relabel
@@ -11,6 +16,8 @@ from kipu.remote_write.codec import (
     RemoteWriteDecodeError,
     Sample,
     Series,
+    encode_labels,
+    label_entry,
     normalise_labels,
     parse_request,
     serialize,
@@ -154,3 +161,30 @@ def test_first_and_last_timestamps() -> None:
         start + 2000,
         3,
     )
+
+
+LABEL_NAMES = st.sampled_from(
+    ["__name__", "site_id", "project", "region", "target", "role", "le", "Zone", "a", "z_9"]
+)
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(
+    st.dictionaries(LABEL_NAMES, st.text(max_size=12), min_size=1, max_size=8),
+    st.randoms(use_true_random=False),
+)
+def test_relabelling_at_the_byte_level_is_the_general_relabelling(
+    labels: dict[str, str], rng: random.Random
+) -> None:
+    labels["__name__"] = "kipu_m"
+    pairs = list(labels.items())
+    rng.shuffle(pairs)  # a sender need not sort its labels
+    run = b"".join(label_entry(name, value) for name, value in pairs)
+    expected = encode_labels(relabel(normalise_labels(labels), SITE))
+    ingest = Ingest(Limits(), frozenset({"kipu_m"}))
+    got, watched = ingest._relabel(run, SITE)
+    assert got == expected
+    assert watched == relabel(normalise_labels(labels), SITE)
+    # A second site of the same shape is put together from what the first one left.
+    other = dataclasses.replace(SITE, site_id="jun-0099", region="Lima", project="lima")
+    assert ingest._relabel(run, other)[0] == encode_labels(relabel(normalise_labels(labels), other))
