@@ -209,10 +209,13 @@ async def post(
     }
     if backlog:
         headers[BACKLOG_HEADER] = "1"  # as the agent's backlog lane marks its requests
-    async with session.post(url, data=body, headers=headers) as response:
-        await response.read()
-        retry = response.headers.get("Retry-After")
-        return response.status, float(retry) if retry else None
+    try:
+        async with session.post(url, data=body, headers=headers) as response:
+            await response.read()
+            retry = response.headers.get("Retry-After")
+            return response.status, float(retry) if retry else None
+    except aiohttp.ClientError:
+        return 0, 1.0  # a network error: the agent retries it, so does this one
 
 
 async def live_site(  # noqa: PLR0917 - one call site

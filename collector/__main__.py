@@ -5,12 +5,14 @@ kipu-collector --config.file=F --check-config
 kipu-collector token issue SITE_ID --config.file=F
 kipu-collector token revoke SITE_ID --config.file=F
 kipu-collector token list --config.file=F
+kipu-collector viewer hash                 (a password on stdin, its hash on stdout)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import re
 import sys
@@ -70,6 +72,14 @@ def parser() -> argparse.ArgumentParser:
         _common(action, suppress=True)
     listing = actions.add_parser("list", help="sites holding tokens, with dates (never tokens)")
     _common(listing, suppress=True)
+    viewer = commands.add_parser("viewer", help="hash a viewer's password for `viewers:`")
+    viewer_actions = viewer.add_subparsers(dest="action", metavar="ACTION", required=True)
+    viewer_actions.add_parser(
+        "hash",
+        help="read a password on stdin (not echoed on a terminal), print its hash",
+        description="Read a password on stdin (asked twice, not echoed, on a terminal; "
+        "the first line when piped) and print the password_hash to paste in viewers:.",
+    )
     return p
 
 
@@ -80,6 +90,8 @@ def _load(path: str) -> tuple[CollectorConfig, Inventory]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "viewer":
+        return _viewer_hash()
     if not args.config_file:
         parser().error("--config.file is required")
     logging.basicConfig(
@@ -152,6 +164,23 @@ def _token(args: argparse.Namespace, config: CollectorConfig, inventory: Invento
     except (TokenFileError, OSError) as err:
         print(f"kipu-collector: {err}", file=sys.stderr)
         return 2
+
+
+def _viewer_hash() -> int:
+    from collector.web.viewers import hash_password  # noqa: PLC0415 - this command only
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("kipu-collector: the two passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password:
+        print("kipu-collector: an empty password", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
 
 
 if __name__ == "__main__":

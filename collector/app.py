@@ -284,12 +284,19 @@ class Collector:
                 unread=True,
             )
         if self.pressure.busy and _is_backlog(request):
+            # Read (and drop) the body, cheap next to decoding it: cutting the connection
+            # while the sender still writes would lose the Retry-After to a reset.
+            unread = False
+            try:
+                await _read_at_most(request, self.config.limits.max_body)
+            except _BodyError:
+                unread = True
             return self._refuse(
                 429,
                 "busy",
                 "busy: live pushes first, send the backlog again later",
                 self.pressure.retry_after(),
-                unread=True,
+                unread=unread,
             )
         limit = self.config.limits.max_body
         if request.content_length is not None and request.content_length > limit:

@@ -435,7 +435,8 @@ def sample_timestamps(run: bytes) -> list[int]:
 
 def sample_values(run: bytes) -> list[Sample]:
     """The (timestamp, value) samples of a sample run; RemoteWriteDecodeError if malformed."""
-    if len(run) > 12 and run[2] == 0x09 and run[11] == 0x10:  # one sample: the usual layout
+    if len(run) > 12 and run[2] == 0x09 and run[11] == 0x10 and run[1] == len(run) - 2:
+        # One sample, laid out as encoders lay it out.
         (value,) = _DOUBLE.unpack_from(run, 3)
         return [(sample_timestamps(run)[0], value)]
     timeseries = remote_pb2.TimeSeries()

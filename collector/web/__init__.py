@@ -1,0 +1,6 @@
+"""The NOC page and the read API: server-rendered HTML in Spanish and English, JSON,
+and the viewers who may see them (API.md)."""
+
+from collector.web.routes import install
+
+__all__ = ["install"]
