@@ -295,7 +295,9 @@ class Lanes:
     async def _oldest(self, limit: int) -> list[Record]:
         below = self._durable_below
         exclude = self._inflight | self._recent.keys()
-        records = await asyncio.to_thread(self.spool.oldest, limit, exclude)
+        records = await asyncio.to_thread(
+            self.spool.oldest, limit, exclude, self.settings.batch_bytes
+        )
         # Only what was notified: a record appended but not yet synced is not the
         # backlog's, and while the thread read, the live lane may have taken or sent
         # some of them.

@@ -67,6 +67,7 @@ import errno
 import itertools
 import logging
 import os
+import sys
 import threading
 from array import array
 from collections.abc import Collection, Iterable, Iterator
@@ -363,9 +364,16 @@ class Spool:
         """Up to `limit` unacknowledged records, newest first, skipping ids in `exclude`."""
         return self._select(limit, exclude, newest_first=True)
 
-    def oldest(self, limit: int, exclude: Collection[int] = ()) -> list[Record]:
-        """Up to `limit` unacknowledged records, oldest first, skipping ids in `exclude`."""
-        return self._select(limit, exclude, newest_first=False)
+    def oldest(
+        self, limit: int, exclude: Collection[int] = (), max_bytes: int | None = None
+    ) -> list[Record]:
+        """Up to `limit` unacknowledged records, oldest first, skipping ids in `exclude`.
+
+        With `max_bytes`, records stop before their frames pass that many bytes (the
+        first is always returned): a reader after a bounded batch does not read, under
+        the spool's lock, records it would put back.
+        """
+        return self._select(limit, exclude, newest_first=False, max_bytes=max_bytes)
 
     def waiting(self, rid: int) -> bool:
         """Whether record `rid` is still waiting (in memory only: no I/O)."""
@@ -683,7 +691,14 @@ class Spool:
 
     # -- reading --
 
-    def _select(self, limit: int, exclude: Collection[int], newest_first: bool) -> list[Record]:
+    def _select(
+        self,
+        limit: int,
+        exclude: Collection[int],
+        newest_first: bool,
+        max_bytes: int | None = None,
+    ) -> list[Record]:
+        budget = [max_bytes if max_bytes is not None else sys.maxsize]
         with self._lock:
             self._check_open()
             if limit <= 0:
@@ -701,21 +716,48 @@ class Spool:
             for segment in segments:
                 if len(out) >= limit:
                     break
-                out.extend(self._read_live(segment, limit - len(out), exclude, newest_first))
+                out.extend(
+                    self._read_live(
+                        segment, limit - len(out), exclude, newest_first, budget=budget, before=out
+                    )
+                )
             if not newest_first:
-                out.extend(memory[: limit - len(out)])
+                for record in memory[: limit - len(out)]:
+                    if out and len(record.payload) > budget[0]:
+                        break
+                    budget[0] -= len(record.payload)
+                    out.append(record)
             return out
 
     def _read_live(
-        self, segment: _Segment, wanted: int, exclude: Collection[int], reverse: bool
+        self,
+        segment: _Segment,
+        wanted: int,
+        exclude: Collection[int],
+        reverse: bool,
+        *,
+        budget: list[int],
+        before: list[Record],
     ) -> list[Record]:
+        """Up to `wanted` live records of `segment` whose frames fit in `budget[0]`
+        bytes (spent as they are taken; the first record of all is taken whatever its
+        size: `before` holds those already taken)."""
         candidates = (at for at in segment.live(reverse) if segment.ids[at] not in exclude)
         records: list[Record] = []
-        while len(records) < wanted:
-            batch = list(itertools.islice(candidates, wanted - len(records)))
-            if not batch:
-                break
-            records.extend(self._read(segment, batch))
+        exhausted = False
+        while len(records) < wanted and not exhausted:
+            batch: list[int] = []
+            for at in itertools.islice(candidates, wanted - len(records)):
+                if (before or records or batch) and segment.sizes[at] > budget[0]:
+                    budget[0] = 0  # spent: no later, smaller record jumps the queue
+                    exhausted = True
+                    break
+                budget[0] -= segment.sizes[at]
+                batch.append(at)
+            else:
+                exhausted = not batch
+            if batch:
+                records.extend(self._read(segment, batch))
         return records
 
     def _read(self, segment: _Segment, indices: list[int]) -> list[Record]:

@@ -278,6 +278,30 @@ def test_newest_and_oldest_mix_disk_and_memory(tmp_path: Path) -> None:
     assert spool.newest(0) == []
 
 
+def test_oldest_stops_at_max_bytes_in_order(tmp_path: Path) -> None:
+    spool = opened(tmp_path, segment_bytes=4096)
+    big = fill(spool, 3, size=2000)  # on disk, across segments
+    for _ in range(3):
+        spool.sync()
+    small = fill(spool, 20, size=100)
+    spool.sync()
+    tail = fill(spool, 3, size=100)  # still in memory
+    everything = big + small + tail
+    # Each frame is its payload and a few bytes of framing: 2,500 bytes hold one big
+    # record; the next big one does not fit, and no later small one jumps ahead of it.
+    assert ids(spool.oldest(100, max_bytes=2500)) == [big[0].id]
+    # Whatever its size, the first record comes.
+    assert ids(spool.oldest(100, max_bytes=10)) == [big[0].id]
+    # Enough for the big three and a few small ones, across segments, in order.
+    taken = spool.oldest(100, max_bytes=3 * 2100 + 5 * 150)
+    assert ids(taken) == ids(everything[: len(taken)])
+    assert 3 + 3 <= len(taken) < len(everything)
+    # Past the disk, the records in memory count too.
+    skip = set(ids(big + small))
+    assert ids(spool.oldest(100, exclude=skip, max_bytes=250)) == [tail[0].id, tail[1].id]
+    assert ids(spool.oldest(100)) == ids(everything)
+
+
 def test_out_of_order_acks_delete_whole_segments(tmp_path: Path) -> None:
     spool = opened(tmp_path, segment_bytes=4096)
     made = fill(spool, 60)
