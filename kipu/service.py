@@ -23,6 +23,13 @@ log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
+# Connections the kernel holds for us while the loop is busy. asyncio's default, 100,
+# overflows when thousands of sites connect within one slow moment; the kernel then
+# drops their SYNs and each waits a second for its retransmit (Linux caps this at
+# net.core.somaxconn, 4096 by default).
+LISTEN_BACKLOG = 4096
+
+
 async def serve_app(
     app: web.Application,
     listen: str,
@@ -57,7 +64,9 @@ async def serve_app(
         await runner.setup()
         try:
             host, port = split_host_port(listen)
-            site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context)
+            site = web.TCPSite(
+                runner, host or None, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG
+            )
             try:
                 await site.start()
             except OSError as err:
