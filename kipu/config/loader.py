@@ -107,7 +107,7 @@ def load_file(model: type[T], path: str | Path) -> T:
 def load_text(model: type[T], text: str, name: str = "<config>") -> T:
     """Load and validate YAML `text` into `model`; `name` is the file named in errors."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_COMPOSER)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark else 0
@@ -134,6 +134,11 @@ def load_node(model: type[T], node: yaml.Node, name: str, key: str = "") -> T:
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")
+# libyaml's parser when PyYAML has it (Debian's and PyPI's wheels do): ten times faster
+# on a 10,000-site inventory, with the same line marks.
+_COMPOSER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
+    yaml, "CSafeLoader", yaml.SafeLoader
+)
 
 
 class _InvalidError(Exception):
