@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import dataclasses
 import fcntl
 import gc
 import logging
 import ssl
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import IO
 
@@ -26,11 +30,10 @@ from collector.auth import TokenBook
 from collector.config import CollectorConfig, load_config
 from collector.forward import Forwarder, QueueDiskError, QueueFullError
 from collector.ingest import Admitted, Ingest
-from collector.inventory import Inventory, load_inventory
+from collector.inventory import Inventory, Site, load_inventory
 from collector.liveness import STATES, Liveness
 from collector.memory import WATCHED, SiteMemory
 from collector.pressure import Pressure
-from collector.rollup import rollups
 from collector.snapshots import (
     CollectorSnapshot,
     ForwardSnapshot,
@@ -53,6 +56,20 @@ LOCK_FILE = "collector.lock"
 TOKEN_POLL = 1.0  # seconds between looks at the token file
 LIVENESS_SAVE = 2.0  # seconds between saves of the last-push times
 BODY_IDLE = 30.0  # seconds a push may send nothing of its body
+# CPython's default thresholds (700, 10, 10) run a young collection every 700
+# allocations. At 10,000 sites a collector holds tens of thousands of objects that live
+# a few milliseconds (the requests under way and their connections' buffers): many
+# survive two young collections, reach the old generation, and trigger a full
+# collection about every second, which walks every object of every open connection:
+# 100-200 ms with the event loop stopped. Young collections 50,000 allocations apart let
+# a request's objects die before they are looked at (benchmarks/collector_load.py).
+GC_THRESHOLDS = (50_000, 20, 100)
+# The event loop lets go of the GIL at every snappy call (cramjam releases it); worker
+# threads (decompressing backlog, reading and joining the forward queue) then hold it
+# up to the switch interval before the loop gets it back: 5 ms by default, each time,
+# a thousand times a second under load. 1 ms keeps live pushes from queueing behind
+# them (benchmarks/collector_load.py).
+SWITCH_INTERVAL = 0.001
 BACKLOG_BODY = 64 * 1024  # a larger push is taken for backlog (a live one is ~2 KB)
 THREAD_BODY = 256 * 1024  # bodies larger than this are decoded in a worker thread
 RETRY_QUEUE_FULL = 30
@@ -103,6 +120,9 @@ class Collector:
         self.ssl_context: ssl.SSLContext | None = None
         self._lock: IO[bytes] | None = None
         self._reload_lock = asyncio.Lock()
+        # Large pushes are decoded and compressed here, one at a time: they never queue
+        # ahead of the group commit or the forward lanes in asyncio's shared pool.
+        self._large = ThreadPoolExecutor(max_workers=1, thread_name_prefix="large-push")
 
     # -- lifecycle
 
@@ -133,6 +153,8 @@ class Collector:
         # What was built so far (modules, inventory) lives as long as the process: keep
         # the garbage collector from walking it again at every full collection.
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+        sys.setswitchinterval(SWITCH_INTERVAL)
         log.info(
             "kipu-collector %s: %d sites in %d projects, state in %s",
             __version__,
@@ -150,6 +172,7 @@ class Collector:
                 group.create_task(supervised("forwarding", self.forwarder.run))
 
     async def stop(self) -> None:
+        self._large.shutdown(wait=False, cancel_futures=True)
         try:
             await asyncio.to_thread(self.liveness.save, True)
             if self.forwarder is not None:
@@ -283,7 +306,9 @@ class Collector:
                 f"site {site_id} is not in the inventory",
                 unread=True,
             )
-        if self.pressure.busy and _is_backlog(request):
+        if not _is_backlog(request):
+            return await self._take(request, site, contextlib.nullcontext())
+        if not self.pressure.let_in():
             # Read (and drop) the body, cheap next to decoding it: cutting the connection
             # while the sender still writes would lose the Retry-After to a reset.
             unread = False
@@ -298,6 +323,15 @@ class Collector:
                 self.pressure.retry_after(),
                 unread=unread,
             )
+        try:
+            return await self._take(request, site, self.pressure.turn)
+        finally:
+            self.pressure.let_out()
+
+    async def _take(
+        self, request: web.Request, site: Site, turn: AbstractAsyncContextManager[object]
+    ) -> web.Response:
+        """Read, decode and store a push; `turn` is held from decoding to storing."""
         limit = self.config.limits.max_body
         if request.content_length is not None and request.content_length > limit:
             return self._refuse(
@@ -319,25 +353,28 @@ class Collector:
             return self._refuse(
                 413, "too_large", f"body over the limit of {limit} bytes", unread=True
             )
-        now = self.clock()
-        try:
-            if len(body) > THREAD_BODY:
-                raw = await asyncio.to_thread(raw_request, body)
-            else:
-                raw = raw_request(body)
-            verdict = self.ingest.admit(site, raw, now)
-        except RemoteWriteDecodeError as err:
-            return self._refuse(400, "decode", f"cannot decode the request: {err}")
-        if not isinstance(verdict, Admitted):
-            return self._refuse(
-                verdict.status, verdict.reason, verdict.message, verdict.retry_after
-            )
-        # A request with metadata only, or none at all (agents ask for the clock that
-        # way), holds nothing to store.
-        if verdict.samples and self.forwarder is not None:
-            refused = await self._forward(verdict)
-            if refused is not None:
-                return refused
+        async with turn:
+            now = self.clock()
+            try:
+                if len(body) > THREAD_BODY:
+                    raw = await asyncio.get_running_loop().run_in_executor(
+                        self._large, raw_request, body
+                    )
+                else:
+                    raw = raw_request(body)
+                verdict = self.ingest.admit(site, raw, now)
+            except RemoteWriteDecodeError as err:
+                return self._refuse(400, "decode", f"cannot decode the request: {err}")
+            if not isinstance(verdict, Admitted):
+                return self._refuse(
+                    verdict.status, verdict.reason, verdict.message, verdict.retry_after
+                )
+            # A request with metadata only, or none at all (agents ask for the clock
+            # that way), holds nothing to store.
+            if verdict.samples and self.forwarder is not None:
+                refused = await self._forward(verdict)
+                if refused is not None:
+                    return refused
         self.liveness.pushed(site.site_id, now)
         if verdict.samples:
             self.stats.samples_received[site.project] += verdict.samples
@@ -348,7 +385,9 @@ class Collector:
     async def _forward(self, admitted: Admitted) -> web.Response | None:
         assert self.forwarder is not None
         if len(admitted.raw) > THREAD_BODY:
-            body = await asyncio.to_thread(compress, admitted.raw)
+            body = await asyncio.get_running_loop().run_in_executor(
+                self._large, compress, admitted.raw
+            )
         else:
             body = compress(admitted.raw)
         try:
@@ -373,7 +412,7 @@ class Collector:
                 self.liveness.last_push.get(site_id),
                 self.memory.latest(site_id, now),
             )
-            for site_id, site in sorted(self.inventory.sites.items())
+            for site_id, site in self.inventory.sites.items()  # in site_id order
         )
 
     def history(self, site_id: str) -> History | None:
@@ -396,7 +435,7 @@ class Collector:
             inventory_warnings=len(self.inventory.warnings),
             active_series=sum(self.ingest.active_series(s) for s in self.inventory.sites),
             loop_lag=self.pressure.lag,
-            rollups=rollups(sites),
+            loop_load=self.pressure.load,
         )
 
     def _forward_snapshot(self) -> ForwardSnapshot | None:

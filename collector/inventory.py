@@ -122,7 +122,8 @@ class Site:
 
 @dataclass(frozen=True)
 class Inventory:
-    """Every site, by site_id; `warnings` are problems that did not stop loading."""
+    """Every site, by site_id (in site_id order); `warnings` are problems that did not
+    stop loading."""
 
     sites: dict[str, Site]
     warnings: tuple[Problem, ...] = ()
@@ -238,7 +239,7 @@ def _validate(rows: list[tuple[str, yaml.Node]], name: str) -> Inventory:
         )
     if problems:
         raise ConfigError(problems)
-    return Inventory(sites, tuple(warnings))
+    return Inventory(dict(sorted(sites.items())), tuple(warnings))
 
 
 def _key_line(node: yaml.Node, key: str) -> int | None:

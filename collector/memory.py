@@ -162,6 +162,9 @@ class SiteMemory:
             self._role_point(state, role, newest / 1000)
         if newest:
             state.updated = max(state.updated or 0.0, newest / 1000)
+        # Now rather than at the next scrape: a scrape reads 10,000 sites at once, on the
+        # event loop, while pushes spread the same work over the interval.
+        state.cached = self._latest(state)
 
     def forget(self, keep: set[str]) -> None:
         for site_id in [s for s in self._sites if s not in keep]:

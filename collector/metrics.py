@@ -22,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 
 from collector.inventory import Site
 from collector.liveness import STATES
+from collector.rollup import rollups
 from collector.snapshots import CollectorSnapshot, ForwardSnapshot, Histogram, Rollup
 
 Source = Callable[[], CollectorSnapshot]
@@ -44,7 +45,7 @@ class CollectorMetrics:
         build.add_metric([snap.version], 1)
         yield build
         yield from _site_states(snap)
-        yield from _rollup_families(snap.rollups)
+        yield from _rollup_families(rollups(snap.sites))  # here, in the render's thread
         yield from _ingest_families(snap)
         if snap.forward is not None:
             yield from _forward_families(snap.forward)
@@ -204,6 +205,11 @@ def _ingest_families(snap: CollectorSnapshot) -> Iterator[Metric]:
         "kipu_collector_loop_lag_seconds",
         "How late the event loop wakes up (smoothed); backlog waits while it is high.",
         value=snap.loop_lag,
+    )
+    yield GaugeMetricFamily(
+        "kipu_collector_loop_load_ratio",
+        "Share of the time the event loop's thread works (smoothed); backlog waits past 0.7.",
+        value=snap.loop_load,
     )
     yield GaugeMetricFamily(
         "kipu_collector_active_series",

@@ -124,4 +124,4 @@ class CollectorSnapshot:
     inventory_warnings: int
     active_series: int
     loop_lag: float
-    rollups: tuple[Rollup, ...] = ()
+    loop_load: float

@@ -390,6 +390,26 @@ async def test_the_loop_lag_is_measured() -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_the_loop_load_is_measured() -> None:
+    pressure = Pressure(busy_lag=10.0)  # only the load counts here
+    task = asyncio.create_task(pressure.run())
+    try:
+        await asyncio.sleep(0.3)  # idle: the thread hardly works
+        assert pressure.load < 0.3
+        assert not pressure.busy
+        deadline = time.monotonic() + 5
+        while not pressure.busy:  # work in slices of 40 ms, as a stream of pushes would
+            assert time.monotonic() < deadline, f"load stayed at {pressure.load:.2f}"
+            until = time.thread_time() + 0.04
+            while time.thread_time() < until:
+                pass
+            await asyncio.sleep(0)
+        assert pressure.load > 0.7
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_rollups_on_metrics_match_the_pushed_data(
     noc_factory: Callable[..., object],
 ) -> None:
