@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
+
+from tests.support.daemon import Daemon
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -25,14 +23,10 @@ def prometheus_missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrometheusServer:
+class PrometheusServer(Daemon):
     """Prometheus with a generated config; `args` adds flags (e.g. the remote-write receiver)."""
+
+    name = "prometheus"
 
     def __init__(
         self,
@@ -42,18 +36,13 @@ class PrometheusServer:
         global_config: dict[str, Any] | None = None,
         extra_config: dict[str, Any] | None = None,
     ) -> None:
-        self.workdir = workdir
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(workdir)
         self.scrape_configs = scrape_configs or []
         self.args = args or []
         self.global_config = global_config or {"scrape_interval": "1s", "evaluation_interval": "1s"}
         self.extra_config = extra_config or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / "prometheus.log"
 
-    def start(self, timeout: float = 30) -> PrometheusServer:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def argv(self) -> list[str]:
         config = self.workdir / "prometheus.yml"
         config.write_text(
             json.dumps(
@@ -64,7 +53,7 @@ class PrometheusServer:
                 }
             )
         )
-        argv = [
+        return [
             PROMETHEUS,
             f"--config.file={config}",
             f"--storage.tsdb.path={self.workdir / 'data'}",
@@ -72,23 +61,9 @@ class PrometheusServer:
             "--web.enable-lifecycle",
             *self.args,
         ]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
-        while not self._ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited {self.proc.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus not ready in {timeout}s:\n{self.log()}")
-            time.sleep(0.05)
-        return self
 
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+    def start(self, timeout: float = 30) -> Self:
+        return super().start(timeout)
 
     def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
         """An instant query; returns the result vector (raises on a query error)."""
@@ -105,28 +80,3 @@ class PrometheusServer:
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
             return json.load(response)
-
-    def stop(self, timeout: float = 20) -> None:
-        """Stop our Prometheus by its PID (SIGTERM, then SIGKILL after `timeout`)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
