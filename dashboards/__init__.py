@@ -1,0 +1,1 @@
+"""kipu's Grafana dashboards, generated from code (`python -m dashboards.build`)."""
