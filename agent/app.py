@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from agent import metrics
+from agent.checks.runner import CheckRunner
 from agent.config import AgentConfig, load_config
 from agent.link import LinkState
 from agent.probes.icmp import IcmpPinger
@@ -63,6 +64,7 @@ class Agent:
         self.link = LinkState(rule=config.link.up_when, roles={})
         self.prober = TargetProber(self.pinger, self.link, self.clocks)
         self.devices: DevicePoller | None = None  # created when SNMP or WiFi is configured
+        self.checks = CheckRunner()
         self.registry = metrics.make_registry(self.snapshot)
         self.pusher: Pusher | None = None
         if config.push is not None:
@@ -97,6 +99,7 @@ class Agent:
             devices=devices,
             local_wifi=local,
             push=self.pusher.snapshot_state() if self.pusher is not None else None,
+            checks=self.checks.snapshot(),
         )
 
     async def start(self) -> None:
@@ -113,16 +116,18 @@ class Agent:
                 await self.pusher.open()
             self.prober.configure(self.config)
             await self._configure_devices(self.config)
+            self.checks.configure(self.config.checks)
             await self.save_state()
         except BaseException:
             self.store.close()
             raise
         log.info(
-            "kipu-agent %s for site %s: %d targets every %gs, state in %s",
+            "kipu-agent %s for site %s: %d targets every %gs, %d checks, state in %s",
             __version__,
             self.config.site_id,
             len(self.config.probes.targets),
             self.config.probes.interval,
+            len(self.config.checks),
             self.config.state_dir,
         )
 
@@ -141,6 +146,8 @@ class Agent:
                     supervised("device polling", self.devices.run)
                 )
             group.create_task(supervised("heartbeat", self._heartbeat))
+            # The checks' runner follows reloads by itself (see `apply`).
+            group.create_task(supervised("application checks", self.checks.run))
             if self.pusher is not None:
                 group.create_task(supervised("push", self.pusher.run))
 
@@ -223,6 +230,7 @@ class Agent:
         self.config = new
         self.prober.configure(new)
         await self._configure_devices(new)
+        self.checks.configure(new.checks)
         if self._group is not None and self._prober_task is not None:
             self._prober_task.cancel()
             self._prober_task = self._group.create_task(supervised("probing", self.prober.run))
@@ -232,7 +240,11 @@ class Agent:
             self._devices_task = self._group.create_task(
                 supervised("device polling", self.devices.run)
             )
-        log.info("configuration reloaded: %d targets", len(new.probes.targets))
+        log.info(
+            "configuration reloaded: %d targets, %d checks",
+            len(new.probes.targets),
+            len(new.checks),
+        )
 
     async def _configure_devices(self, config: AgentConfig) -> None:
         if self.devices is None and (config.snmp or config.wifi):
@@ -332,7 +344,7 @@ def make_app(agent: Agent) -> web.Application:
     return app
 
 
-async def serve(agent: Agent, listen: str) -> None:
+async def serve(agent: Agent, listen: str | Sequence[str]) -> None:
     """Run until SIGTERM or SIGINT; SIGHUP reloads. Raises if it cannot start, and
     `RunLoopEndedError` when the agent's run loop ended by itself."""
     if await serve_app(make_app(agent), listen, agent.reload, failed=agent.failed):

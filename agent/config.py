@@ -7,12 +7,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from kipu.config import ConfigError, Duration, Size, Validated, load_file, setting
+from kipu.config import (
+    ConfigError,
+    Duration,
+    Problem,
+    Size,
+    Validated,
+    format_duration,
+    load_file,
+    setting,
+)
 from kipu.config.checks import (
     NAME_PATTERN,
     SITE_ID_PATTERN,
     address_problem,
+    is_ip_address,
     listen_problem,
+    split_host_port,
     url_problem,
 )
 
@@ -156,6 +167,162 @@ class Push:
     )
 
 
+CheckKind = Literal["http", "dns", "tcp"]
+CHECK_KINDS: tuple[CheckKind, ...] = ("http", "dns", "tcp")
+DnsType = Literal["A", "AAAA", "CNAME", "MX", "TXT"]
+DEFAULT_CHECK_TIMEOUT = 10.0
+ONE_KIND = "set exactly one of http, dns or tcp"
+
+
+def _host_port_problem(text: str) -> str | None:
+    """Why `text` is not ``HOST:PORT`` with a host (``[V6]:PORT`` for IPv6), or None."""
+    try:
+        host, _ = split_host_port(text)
+    except ValueError as err:
+        return str(err)
+    if not host:
+        return f"{text!r} has no host: write HOST:PORT"
+    return address_problem(host)
+
+
+def _dns_server_problem(text: str) -> str | None:
+    """Why `text` is not ``IP``, ``IP:PORT`` or ``[IPV6]:PORT``, or None."""
+    if is_ip_address(text):
+        return None
+    try:
+        host, _ = split_host_port(text)
+    except ValueError as err:
+        return str(err)
+    if not is_ip_address(host):
+        return f"{text!r}: the server must be an IP address (with :PORT, [IPV6]:PORT for IPv6)"
+    return None
+
+
+def dns_server(text: str) -> tuple[str, int]:
+    """The address and port of a `DnsCheck.server` (port 53 when not given)."""
+    if is_ip_address(text):
+        return text, 53
+    return split_host_port(text)
+
+
+@dataclass(frozen=True)
+class HttpCheck(Validated):
+    """An HTTP or HTTPS request, redirects followed, TLS always verified."""
+
+    url: str = setting(doc="http:// or https:// URL to GET.", check=url_problem)
+    status: tuple[int, ...] | None = setting(
+        None, doc="Statuses that count as success (after redirects); any 2xx when not set."
+    )
+    body: str | None = setting(
+        None, doc="Text the body must contain (the first 1 MiB is searched)."
+    )
+    ca_file: Path | None = setting(
+        None, doc="CA bundle for a private CA, instead of the system's (https only)."
+    )
+    max_redirects: int = setting(
+        5, doc="Redirects followed; one more is result `status`.", minimum=0, maximum=30
+    )
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        for code in self.status or ():
+            if not 100 <= code <= 599:
+                yield "status", f"{code} is not an HTTP status (100-599)"
+        if self.status is not None and not self.status:
+            yield "status", "an empty list never matches: leave status out for any 2xx"
+        if self.body == "":
+            yield "body", "an empty text always matches: leave body out"
+        if self.ca_file is not None and not self.url.startswith("https://"):
+            yield "ca_file", "ca_file is for https:// URLs only"
+
+
+@dataclass(frozen=True)
+class DnsCheck(Validated):
+    """A DNS query, to a given server or through the system's resolver."""
+
+    query: str = setting(doc="The name to look up.", check=address_problem)
+    type: DnsType = setting("A", doc="Record type: A, AAAA, CNAME, MX or TXT.")
+    server: str | None = setting(
+        None,
+        doc="Resolver as IP or IP:PORT ([IPV6]:PORT), 53 by default; the system's when "
+        "not set (A and AAAA only).",
+        check=_dns_server_problem,
+    )
+    expect: str | tuple[str, ...] | None = setting(
+        None,
+        doc="An answer that must be present (address, name or text), or a list: "
+        "any one of them must be present.",
+    )
+
+    def expected(self) -> tuple[str, ...]:
+        """The expected answers, as a tuple (empty: any answer will do)."""
+        if self.expect is None:
+            return ()
+        return (self.expect,) if isinstance(self.expect, str) else self.expect
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.server is None and self.type not in ("A", "AAAA"):
+            yield "server", f"type {self.type} needs a server (the system's resolver: A, AAAA)"
+        if isinstance(self.expect, tuple) and not self.expect:
+            yield "expect", "an empty list never matches: leave expect out for any answer"
+        if self.type in ("A", "AAAA"):
+            for value in self.expected():
+                if not is_ip_address(value):
+                    yield "expect", f"{value!r} is not an IP address (type {self.type})"
+
+
+@dataclass(frozen=True)
+class TcpCheck:
+    """A TCP connection, opened and closed at once."""
+
+    address: str = setting(doc="HOST:PORT ([IPV6]:PORT for IPv6).", check=_host_port_problem)
+
+
+@dataclass(frozen=True)
+class Check(Validated):
+    """An application check: exactly one of http, dns or tcp."""
+
+    name: str = setting(doc="Unique name, the `check` label.", pattern=NAME_PATTERN)
+    http: HttpCheck | None = setting(None, doc="An HTTP(S) request.")
+    dns: DnsCheck | None = setting(None, doc="A DNS query.")
+    tcp: TcpCheck | None = setting(None, doc="A TCP connection.")
+    interval: Duration = setting(
+        60.0, doc="Run this often (the first run within one).", minimum=1.0
+    )
+    timeout: Duration | None = setting(
+        None,
+        doc="The whole check's deadline: 10s, or the interval when that is shorter; "
+        "at most the interval.",
+        minimum=1.0,
+    )
+
+    @property
+    def deadline(self) -> float:
+        """The timeout in seconds: as set, else 10 s or the interval when shorter."""
+        return (
+            self.timeout if self.timeout is not None else min(DEFAULT_CHECK_TIMEOUT, self.interval)
+        )
+
+    @property
+    def kind(self) -> CheckKind:
+        """Which of http, dns or tcp this check is."""
+        return "http" if self.http is not None else "dns" if self.dns is not None else "tcp"
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        present = [kind for kind in CHECK_KINDS if getattr(self, kind) is not None]
+        if not present:
+            yield "http", ONE_KIND
+        for kind in present[1:]:
+            yield kind, f"set exactly one of http, dns or tcp: this check has {present[0]} too"
+        if self.timeout is not None and self.timeout > self.interval:
+            yield (
+                "timeout",
+                (
+                    f"{format_duration(self.timeout)} is longer than the interval "
+                    f"{format_duration(self.interval)}: a check never overlaps itself"
+                ),
+            )
+
+
 @dataclass(frozen=True)
 class AgentConfig(Validated):
     """kipu-agent configuration."""
@@ -178,6 +345,9 @@ class AgentConfig(Validated):
     )
     wifi: tuple[WifiSource, ...] = setting(default_factory=tuple, doc="Local WiFi sources.")
     push: Push | None = setting(None, doc="Push to the collector.")
+    checks: tuple[Check, ...] = setting(
+        default_factory=tuple, doc="Application checks (HTTP, DNS, TCP).", unique="name"
+    )
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if not self.probes.targets:
@@ -195,7 +365,10 @@ def load_config(path: str | Path) -> AgentConfig:
     Custom SNMP profiles named by the file are loaded too (relative to its folder), so
     their problems are reported with their own file, line and key.
     """
-    config = load_file(AgentConfig, path)
+    try:
+        config = load_file(AgentConfig, path)
+    except ConfigError as err:
+        raise ConfigError(_without_consequences(err.problems)) from None
     from agent.profiles import builtin_or_file  # noqa: PLC0415 - pysnmp-free, but not needed before
 
     problems = []
@@ -207,3 +380,18 @@ def load_config(path: str | Path) -> AgentConfig:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _without_consequences(problems: list[Problem]) -> list[Problem]:
+    """Drop "set exactly one of http, dns or tcp" where that check's one section is
+    itself invalid: the loader passes an invalid optional section on as absent, and
+    the user should read the real problem only."""
+    broken = set()
+    for problem in problems:
+        parts = problem.key.split(".")
+        kind_problem = len(parts) >= 3 and parts[0] == "checks" and parts[2] in CHECK_KINDS
+        if kind_problem and problem.message != ONE_KIND:
+            broken.add(".".join(parts[:2]))
+    return [
+        p for p in problems if not (p.message == ONE_KIND and p.key.rsplit(".", 1)[0] in broken)
+    ]

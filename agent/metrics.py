@@ -22,6 +22,7 @@ from agent.probes.stats import RTT_BUCKETS
 from agent.snapshots import (
     LOCAL_DEVICE,
     AgentSnapshot,
+    CheckSnapshot,
     DeviceSnapshot,
     LinkSnapshot,
     LocalWifiSnapshot,
@@ -55,6 +56,8 @@ class AgentCollector:
         yield from _device_families(snap.devices, snap.local_wifi)
         if snap.push is not None:
             yield from _push_families(snap.push)
+        if snap.checks:
+            yield from _check_families(snap.checks)
         if snap.boot_time is not None:
             yield GaugeMetricFamily(
                 "kipu_host_boot_time_seconds",
@@ -303,6 +306,37 @@ def _push_families(push: PushSnapshot) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "kipu_push_snapshots", "Snapshots taken for pushing.", value=push.snapshots
     )
+
+
+def _check_families(checks: tuple[CheckSnapshot, ...]) -> Iterator[Metric]:
+    success = GaugeMetricFamily(
+        "kipu_check_success", "Whether the check's last run succeeded.", labels=["check", "kind"]
+    )
+    duration = GaugeMetricFamily(
+        "kipu_check_duration_seconds",
+        "Seconds each phase of the check's last run took.",
+        labels=["check", "kind", "phase"],
+    )
+    runs = CounterMetricFamily(
+        "kipu_check_runs",
+        "Runs of the check by result: ok or why it failed.",
+        labels=["check", "kind", "result"],
+    )
+    expiry = GaugeMetricFamily(
+        "kipu_check_tls_expiry_timestamp_seconds",
+        "When the server's certificate expires (last verified handshake).",
+        labels=["check"],
+    )
+    for check in checks:
+        if check.success is not None:
+            success.add_metric([check.name, check.kind], int(check.success))
+        for phase, seconds in check.phases:
+            duration.add_metric([check.name, check.kind, phase], seconds)
+        for result, count in check.runs:
+            runs.add_metric([check.name, check.kind, result], count)
+        if check.tls_expiry is not None:
+            expiry.add_metric([check.name], check.tls_expiry)
+    yield from (success, duration, runs, expiry)
 
 
 def samples(registry: CollectorRegistry) -> list[tuple[dict[str, str], float]]:

@@ -1,7 +1,7 @@
 """Frozen snapshots of the agent's state: components produce them, `metrics` renders them.
 
-Nothing here does work: the prober, the device poller, the link, the pusher and the
-agent each offer a `snapshot()` made of these types, so the metrics module never
+Nothing here does work: the prober, the device poller, the checks, the link, the pusher
+and the agent each offer a `snapshot()` made of these types, so the metrics module never
 reaches into the program's object graph and no module needs the agent to import it.
 """
 
@@ -105,6 +105,22 @@ class PushSnapshot:
 
 
 @dataclass(frozen=True)
+class CheckSnapshot:
+    """An application check: its last run and its runs by result."""
+
+    name: str
+    kind: str
+    success: bool | None
+    """None until the first run ends."""
+    phases: tuple[tuple[str, float], ...]
+    """Seconds per phase in the last run (every phase of the kind, 0 when not reached)."""
+    runs: tuple[tuple[str, int], ...]
+    """Runs by result, every result (0 too)."""
+    tls_expiry: float | None
+    """When the certificate last seen on a verified handshake expires (Unix time)."""
+
+
+@dataclass(frozen=True)
 class AgentSnapshot:
     version: str
     boot_time: float | None
@@ -113,3 +129,4 @@ class AgentSnapshot:
     devices: tuple[DeviceSnapshot, ...] = ()
     local_wifi: LocalWifiSnapshot | None = None
     push: PushSnapshot | None = None
+    checks: tuple[CheckSnapshot, ...] = ()

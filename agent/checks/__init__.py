@@ -1,0 +1,1 @@
+"""Application checks: DNS, HTTP and TCP, each on its own schedule."""
