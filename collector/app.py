@@ -17,7 +17,7 @@ import ssl
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -27,10 +27,13 @@ from aiohttp import web
 
 from collector import metrics
 from collector.auth import TokenBook
-from collector.config import CollectorConfig, load_config
+from collector.config import CollectorConfig, Maintenance, load_config, load_maintenance
 from collector.forward import Forwarder, QueueDiskError, QueueFullError
 from collector.ingest import Admitted, Ingest
 from collector.inventory import Inventory, Site, load_inventory
+from collector.ledger import METRICS as LEDGER_METRICS
+from collector.ledger import SAVE_INTERVAL as LEDGER_SAVE
+from collector.ledger import Ledger
 from collector.liveness import STATES, Liveness
 from collector.memory import WATCHED, SiteMemory
 from collector.pressure import Pressure
@@ -112,8 +115,10 @@ class Collector:
         self.inventory = Inventory({})
         self.tokens = TokenBook(config.state_dir)
         self.liveness = Liveness(config.state_dir, config.silent_after)
-        self.ingest = Ingest(config.limits, WATCHED)
+        self.ingest = Ingest(config.limits, WATCHED | LEDGER_METRICS)
         self.memory = SiteMemory()
+        self.ledger = Ledger(config.state_dir)
+        self.maintenance = Maintenance()
         self.forwarder = Forwarder(config.forward, config.state_dir) if config.forward else None
         self.stats = IngestStats()
         self.pressure = Pressure()
@@ -140,6 +145,13 @@ class Collector:
             if self.tokens.error:
                 raise StartError(self.tokens.error)
             await asyncio.to_thread(self.liveness.load)
+            try:
+                self.maintenance = await asyncio.to_thread(
+                    load_maintenance, self.config.maintenance
+                )
+            except ConfigError as err:
+                raise StartError(f"invalid maintenance windows:\n{err}") from err
+            await asyncio.to_thread(self.ledger.load)
             if self.forwarder is not None:
                 await self.forwarder.open()
             else:
@@ -167,6 +179,7 @@ class Collector:
         async with asyncio.TaskGroup() as group:
             group.create_task(supervised("token watcher", self._watch_tokens))
             group.create_task(supervised("liveness saver", self._save_liveness))
+            group.create_task(supervised("ledger saver", self._save_ledger))
             group.create_task(supervised("loop lag", self.pressure.run))
             if self.forwarder is not None:
                 group.create_task(supervised("forwarding", self.forwarder.run))
@@ -175,6 +188,7 @@ class Collector:
         self._large.shutdown(wait=False, cancel_futures=True)
         try:
             await asyncio.to_thread(self.liveness.save, True)
+            await self.save_ledger()
             if self.forwarder is not None:
                 await self.forwarder.close()
         finally:
@@ -215,6 +229,20 @@ class Collector:
             await asyncio.sleep(LIVENESS_SAVE)
             await asyncio.to_thread(self.liveness.save)
 
+    async def _save_ledger(self) -> None:
+        while True:
+            await asyncio.sleep(LEDGER_SAVE)
+            await self.save_ledger()
+
+    async def save_ledger(self) -> None:
+        """Write what the ledger took since its last save (before a report, too)."""
+        taken = self.ledger.take(self.clock())
+        try:
+            await asyncio.to_thread(self.ledger.write, taken)
+        except OSError as err:
+            self.ledger.give_back(taken)
+            log.error("ledger: cannot save to %s: %s", self.ledger.directory, err)
+
     # -- reload
 
     async def reload(self) -> list[str]:
@@ -226,6 +254,7 @@ class Collector:
             try:
                 config = await asyncio.to_thread(load_config, self.config_path)
                 inventory = await asyncio.to_thread(load_inventory, config.inventory)
+                maintenance = await asyncio.to_thread(load_maintenance, config.maintenance)
                 if config.tls is not None:
                     await asyncio.to_thread(ssl_context, config.tls)  # readable?
             except (ConfigError, OSError, TlsError) as err:
@@ -234,6 +263,7 @@ class Collector:
                     log.error("reload refused: %s", problem)
                 return [str(p) for p in problems]
             self._apply(config, inventory)
+            self.maintenance = maintenance
             if config.tls is not None and self.ssl_context is not None:
                 await asyncio.to_thread(load_certificates, self.ssl_context, config.tls)
                 log.info("TLS certificate read again from %s", config.tls.cert_file)
@@ -379,6 +409,7 @@ class Collector:
         if verdict.samples:
             self.stats.samples_received[site.project] += verdict.samples
             self.memory.observe(site.site_id, verdict.watched, now)
+            self.ledger.observe(site.site_id, verdict.watched, now)
         self.stats.accepted += 1
         return web.Response(status=204)
 
@@ -568,7 +599,7 @@ def make_app(collector: Collector) -> web.Application:
     return app
 
 
-async def serve(collector: Collector, listen: str) -> None:
+async def serve(collector: Collector, listen: str | Sequence[str]) -> None:
     """Run until SIGTERM or SIGINT; SIGHUP reloads. Raises if it cannot start."""
     tls = collector.config.tls
     if tls is not None:

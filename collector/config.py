@@ -7,15 +7,19 @@ and CA) are relative to the configuration file's folder.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import re
 import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from kipu.config import Duration, Size, Validated, load_file, setting
-from kipu.config.checks import NAME_PATTERN, listen_problem, url_problem
+from kipu.config.checks import NAME_PATTERN, SITE_ID_PATTERN, listen_problem, url_problem
+
+if TYPE_CHECKING:
+    from collector.inventory import Site
 
 PROJECT_PATTERN = r"[a-z0-9][a-z0-9_-]*"
 PASSWORD_HASH = re.compile(r"^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
@@ -26,6 +30,16 @@ def _timezone_problem(name: str) -> str | None:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         return f"{name!r} is not a time zone (e.g. America/Lima)"
+    return None
+
+
+def _instant_problem(text: str) -> str | None:
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return f"{text!r} is not a time (write 2026-10-10T02:00:00-05:00)"
+    if moment.tzinfo is None:
+        return f"{text!r} has no UTC offset (write e.g. 2026-10-10T02:00:00-05:00)"
     return None
 
 
@@ -131,6 +145,65 @@ class Sla:
             return self.default
         changes = {k: v for k, v in dataclasses.asdict(override).items() if v is not None}
         return dataclasses.replace(self.default, **changes)
+
+
+SELECTORS = ("site_id", "project", "region", "upstream_node")
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow(Validated):
+    """A time the SLA does not count against the operator, for some sites."""
+
+    start: str = setting(
+        doc="First instant, with its UTC offset (2026-10-10T02:00:00-05:00).",
+        check=_instant_problem,
+    )
+    end: str = setting(
+        doc="Instant the window closes, with its UTC offset.", check=_instant_problem
+    )
+    reason: str = setting("", doc="Why (shown in the reports).")
+    site_id: str | None = setting(None, doc="One site.", pattern=SITE_ID_PATTERN)
+    project: str | None = setting(None, doc="Every site of a project.", pattern=PROJECT_PATTERN)
+    region: str | None = setting(None, doc="Every site of a region (department name).")
+    upstream_node: str | None = setting(None, doc="Every site hanging from a node.")
+
+    @property
+    def start_seconds(self) -> float:
+        return datetime.datetime.fromisoformat(self.start).timestamp()
+
+    @property
+    def end_seconds(self) -> float:
+        return datetime.datetime.fromisoformat(self.end).timestamp()
+
+    def selects(self, site: Site) -> bool:
+        """Whether the window applies to `site`."""
+        return any(
+            getattr(self, key) is not None and getattr(self, key) == getattr(site, key)
+            for key in SELECTORS
+        )
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        chosen = [key for key in SELECTORS if getattr(self, key) is not None]
+        if len(chosen) != 1:
+            yield "site_id", f"select the sites with exactly one of {', '.join(SELECTORS)}"
+        valid = _instant_problem(self.start) is None and _instant_problem(self.end) is None
+        if valid and self.end_seconds <= self.start_seconds:
+            yield "end", "the window ends before it starts"
+
+
+@dataclass(frozen=True)
+class Maintenance(Validated):
+    """The maintenance file: `windows:` list."""
+
+    windows: tuple[MaintenanceWindow, ...] = setting((), doc="Maintenance windows.")
+
+
+def load_maintenance(path: Path | None) -> Maintenance:
+    """The windows of a maintenance file (none without one); ConfigError lists every
+    problem as FILE:LINE: key: message."""
+    if path is None:
+        return Maintenance()
+    return load_file(Maintenance, path)
 
 
 @dataclass(frozen=True)

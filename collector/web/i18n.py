@@ -20,13 +20,16 @@ DOMAIN = "messages"
 LOCALE_DIR = Path(__file__).parent / "locale"
 
 
-def load_catalogues(locale_dir: Path = LOCALE_DIR) -> dict[str, gettext.GNUTranslations]:
-    """Each language's catalogue, compiled from its `.po` file (blocking: file reads)."""
+def load_catalogues(
+    locale_dir: Path = LOCALE_DIR, domain: str = DOMAIN
+) -> dict[str, gettext.GNUTranslations]:
+    """Each language's catalogue, compiled from its `.po` file (blocking: file reads).
+    `domain` "reports" holds the messages of the SLA report (collector.reports)."""
     catalogues: dict[str, gettext.GNUTranslations] = {}
     for language in LANGUAGES:
-        path = locale_dir / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+        path = locale_dir / language / "LC_MESSAGES" / f"{domain}.po"
         with path.open("rb") as po:
-            catalog = read_po(po, locale=language, domain=DOMAIN, abort_invalid=True)
+            catalog = read_po(po, locale=language, domain=domain, abort_invalid=True)
         compiled = io.BytesIO()
         write_mo(compiled, catalog)
         compiled.seek(0)

@@ -18,8 +18,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from collector.config import CollectorConfig
-from collector.inventory import INSTITUTION_TYPES
+from collector.config import CollectorConfig, Maintenance
+from collector.inventory import INSTITUTION_TYPES, Inventory
 from collector.liveness import STATES
 from collector.rollup import rollups
 from collector.snapshots import History, SiteView
@@ -46,6 +46,14 @@ class Source(Protocol):
     def site_views(self) -> tuple[SiteView, ...]: ...
 
     def history(self, site_id: str) -> History | None: ...
+
+    @property
+    def inventory(self) -> Inventory: ...
+
+    @property
+    def maintenance(self) -> Maintenance: ...
+
+    async def save_ledger(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ def install(app: web.Application, source: Source) -> None:
     app.router.add_get("/api/v1/sites", _api_sites)
     app.router.add_get("/api/v1/sites/{site_id}", _api_site)
     app.router.add_get("/api/v1/rollups", _api_rollups)
+    app.router.add_get("/api/v1/reports/sla", _api_report_sla)
+    app.router.add_get("/api/v1/reports/panel", _api_report_panel)
     app.cleanup_ctx.append(_load)
 
 
@@ -374,3 +384,111 @@ async def _api_rollups(request: web.Request) -> web.Response:
         return {"rollups": [model.rollup_object(r) for r in rollups(filters.apply(views))]}
 
     return await _json(request, build)
+
+
+# -- reports (collector.reports: computed from the ledger in a worker thread)
+
+SLA_PARAMETERS = ("month", "project", "format", "lang")
+# WeasyPrint needs about 30 MB and 2-3 s per 100 institutions (BENCHMARKS.md): larger
+# PDFs are made by the command line, outside the collector's process.
+PDF_MAX_SITES = 2000
+PANEL_PARAMETERS = ("from", "to")
+
+
+def _report_query(request: web.Request, allowed: Sequence[str]) -> dict[str, str] | web.Response:
+    for name in request.query:
+        if name not in allowed:
+            return _json_error(400, FilterError(name, "", allowed, "parameter").message)
+    return {name: request.query.getall(name)[-1].strip() for name in request.query}
+
+
+def _download(
+    request: web.Request, body: bytes, content_type: str, name: str, seconds: float
+) -> web.Response:
+    response = web.Response(body=body, content_type=content_type)
+    if content_type.startswith("text/"):
+        response.charset = "utf-8"
+    response.headers["Content-Disposition"] = f'inline; filename="{name}"'
+    return _finish(request, response, seconds)
+
+
+async def _api_report_sla(request: web.Request) -> web.Response:
+    from collector import reports  # noqa: PLC0415 - the reports load on first use
+    from collector.reports import render, sla  # noqa: PLC0415
+
+    scope = await _api_scope(request)
+    if isinstance(scope, web.Response):
+        return scope
+    query = _report_query(request, SLA_PARAMETERS)
+    if isinstance(query, web.Response):
+        return query
+    month, project = query.get("month", ""), query.get("project") or None
+    kind = query.get("format", "csv")
+    if kind not in reports.FORMATS:
+        return _json_error(400, FilterError("format", kind, reports.FORMATS).message)
+    language, bad_language = _language(request)
+    if bad_language is not None:
+        return _json_error(400, bad_language.message)
+    if project is not None and not scope.sees(project):
+        return _json_error(400, f"project: no project {project!r} in the inventory")
+    source = request.app[WEB].source
+    await source.save_ledger()
+    config, inventory, maintenance = source.config, source.inventory, source.maintenance
+
+    def build() -> tuple[bytes, float]:
+        started = time.perf_counter()
+        report = reports.sla_report(
+            config, inventory, maintenance, month, project=project, allowed=scope.projects
+        )
+        if kind == "csv":
+            body = sla.to_csv(report.rows).encode()
+        elif kind == "pdf" and len(report.rows) > PDF_MAX_SITES:
+            raise reports.ReportError(
+                f"format: a PDF of {len(report.rows)} institutions is too large to make "
+                f"here (at most {PDF_MAX_SITES}): ask for one project, or for CSV or HTML "
+                "(the command line makes any size)"
+            )
+        else:
+            document = render.html(report, language.code)
+            body = document.encode() if kind == "html" else render.pdf(document)
+        return body, time.perf_counter() - started
+
+    try:
+        body, seconds = await asyncio.to_thread(build)
+    except reports.ReportError as err:
+        return _json_error(400, str(err))
+    name = f"sla-{month}{'-' + project if project else ''}.{kind}"
+    content_type = {"csv": "text/csv", "html": "text/html", "pdf": "application/pdf"}[kind]
+    response = _download(request, body, content_type, name, seconds)
+    if kind != "csv":
+        response.headers["Content-Language"] = language.code
+    return response
+
+
+async def _api_report_panel(request: web.Request) -> web.Response:
+    from collector import reports  # noqa: PLC0415 - the reports load on first use
+    from collector.reports import panel  # noqa: PLC0415
+
+    scope = await _api_scope(request)
+    if isinstance(scope, web.Response):
+        return scope
+    query = _report_query(request, PANEL_PARAMETERS)
+    if isinstance(query, web.Response):
+        return query
+    source = request.app[WEB].source
+    await source.save_ledger()
+    config, inventory, maintenance = source.config, source.inventory, source.maintenance
+    first, last = query.get("from", ""), query.get("to", "")
+
+    def build() -> tuple[bytes, float]:
+        started = time.perf_counter()
+        cells = reports.panel_report(
+            config, inventory, maintenance, first, last, allowed=scope.projects
+        )
+        return panel.to_csv(cells).encode(), time.perf_counter() - started
+
+    try:
+        body, seconds = await asyncio.to_thread(build)
+    except reports.ReportError as err:
+        return _json_error(400, str(err))
+    return _download(request, body, "text/csv", f"panel-{first}-{last}.csv", seconds)
