@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from demo.netns import Testbed, http_get
 from tests.metrics_util import Scrape, parse
-from tests.support.netns import Testbed, http_get
 
 SMOKEPING = shutil.which("prometheus-smokeping-prober") or "/usr/bin/prometheus-smokeping-prober"
 ROOT = Path(__file__).resolve().parents[1]

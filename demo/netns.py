@@ -8,7 +8,7 @@ A :class:`Testbed` creates two fresh namespaces joined by one veth pair::
 Nothing is added to the root namespace: the veth ends are created directly inside the
 namespaces, and neither namespace has a default route, so test traffic can only reach the
 addresses the test bed owns. The far namespace ignores echo requests in the kernel
-(``net.ipv4.icmp_echo_ignore_all=1``) and runs ``icmp_responder.py`` instead, which answers
+(``net.ipv4.icmp_echo_ignore_all=1``) and runs ``responder.py`` instead, which answers
 with a configurable delay, jitter, loss and outage per target address.
 
 Code that must live in a namespace (sockets, servers) is created with :func:`call_in_netns`;
@@ -63,7 +63,7 @@ T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = Path("/run/netns")
-RESPONDER_SCRIPT = Path(__file__).resolve().with_name("icmp_responder.py")
+RESPONDER_SCRIPT = Path(__file__).resolve().with_name("responder.py")
 NAME_PREFIX = "kipu-"
 _NAME_RE = re.compile(r"^kipu-(\d+)-")
 TMPDIR_PREFIX = "kipu-testbed-"
@@ -254,7 +254,7 @@ def http_post(
 # ----------------------------------------------------------------------- namespaces
 
 
-def _run(argv: Sequence[str], *, check: bool = True, stdin: str | None = None) -> str:
+def run(argv: Sequence[str], *, check: bool = True, stdin: str | None = None) -> str:
     proc = subprocess.run(
         list(argv), input=stdin, capture_output=True, text=True, check=False, timeout=30
     )
@@ -263,6 +263,16 @@ def _run(argv: Sequence[str], *, check: bool = True, stdin: str | None = None) -
             f"command failed ({proc.returncode}): {' '.join(argv)}: {proc.stderr.strip()}"
         )
     return proc.stdout
+
+
+def sysctl(ns: str, key: str, value: str) -> None:
+    """Set ``key`` inside namespace ``ns`` (sysctls under net. are per namespace)."""
+    path = Path("/proc/sys") / key.replace(".", "/")
+
+    call_in_netns(ns, lambda: path.write_text(value + "\n"))
+    current = call_in_netns(ns, path.read_text).split()
+    if current != value.split():
+        raise TestbedError(f"{ns}: {key} is {current}, wanted {value!r}")
 
 
 def list_netns() -> list[str]:
@@ -285,7 +295,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _delete_netns(name: str) -> None:
     if name in list_netns():
-        _run(["ip", "netns", "delete", name])
+        run(["ip", "netns", "delete", name])
 
 
 def cleanup_stale() -> list[str]:
@@ -320,7 +330,7 @@ def netns_unavailable_reason() -> str | None:
         return "`ip` (iproute2) is not installed"
     probe = f"{NAME_PREFIX}{os.getpid()}-probe"
     try:
-        _run(["ip", "netns", "add", probe])
+        run(["ip", "netns", "add", probe])
     except (TestbedError, OSError, subprocess.SubprocessError) as exc:
         return f"`ip netns add` does not work here: {exc}"
     try:
@@ -329,7 +339,7 @@ def netns_unavailable_reason() -> str | None:
         return f"setns() does not work here: {exc}"
     finally:
         with contextlib.suppress(TestbedError, OSError, subprocess.SubprocessError):
-            _run(["ip", "netns", "delete", probe])
+            run(["ip", "netns", "delete", probe])
     return None
 
 
@@ -362,7 +372,7 @@ def _next_index() -> int:
                 return n
 
 
-def _terminate(proc: subprocess.Popen[Any], grace: float) -> None:
+def terminate(proc: subprocess.Popen[Any], grace: float) -> None:
     """Stop one process we started, by PID: SIGTERM, then SIGKILL after ``grace`` seconds."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -376,6 +386,75 @@ def _terminate(proc: subprocess.Popen[Any], grace: float) -> None:
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+def start_responder(
+    ns: str, control: Path, stderr_path: Path, *, seed: int = 0, timeout: float = 10.0
+) -> subprocess.Popen[bytes]:
+    """Start the ICMP echo responder in ``ns``, controlled at ``control``; wait for ready.
+
+    Its stdin stays open (a pipe) while it should run: if this process dies, the responder
+    sees EOF and exits by itself.
+    """
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, str(RESPONDER_SCRIPT),
+             "--control", str(control), "--seed", str(seed), "--exit-on-stdin-eof"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )  # fmt: skip
+    try:
+        _wait_ready(proc, stderr_path, timeout)
+    except BaseException:
+        terminate(proc, grace=3.0)
+        raise
+    return proc
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], stderr_path: Path, timeout: float) -> None:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TestbedError(f"responder not ready after {timeout}s")
+        ready, _, _ = select.select([proc.stdout], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(proc.stdout.fileno(), 1)
+        if not chunk:
+            proc.wait(1)
+            raise TestbedError(
+                f"responder exited with {proc.returncode}: "
+                f"{stderr_path.read_text(errors='replace').strip()}"
+            )
+        line += chunk
+    if line.strip() != b"ready":
+        raise TestbedError(f"unexpected responder output: {line!r}")
+
+
+def responder_command(
+    control: Path, request: Mapping[str, Any], timeout: float = 5.0
+) -> dict[str, Any]:
+    """Send one control command to a responder and return its (successful) answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(control))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ResponderError(f"responder closed the connection: {data!r}")
+            data += chunk
+    answer = json.loads(data)
+    if not isinstance(answer, dict):
+        raise ResponderError(f"malformed answer: {answer!r}")
+    if not answer.get("ok"):
+        raise ResponderError(str(answer.get("error", answer)))
+    return answer
 
 
 class Testbed:
@@ -492,11 +571,11 @@ class Testbed:
 
         site, far = self._site_ns, self._far_ns
         for name in (site, far):
-            _run(["ip", "netns", "add", name])
+            run(["ip", "netns", "add", name])
             self._created.append(name)
         site_mac, far_mac = "02:6b:69:70:75:01", "02:6b:69:70:75:02"
         # Both veth ends are created directly inside the namespaces: nothing in the root ns.
-        _run(
+        run(
             ["ip", "link", "add", self.site_interface, "netns", site, "address", site_mac,
              "type", "veth", "peer", "name", self.far_interface, "netns", far,
              "address", far_mac]
@@ -518,69 +597,35 @@ class Testbed:
             f"neigh replace {self.site_address} lladdr {site_mac} dev {self.far_interface}"
             " nud permanent",
         ]
-        _run(["ip", "-n", site, "-batch", "-"], stdin="\n".join(site_cmds) + "\n")
-        _run(["ip", "-n", far, "-batch", "-"], stdin="\n".join(far_cmds) + "\n")
+        run(["ip", "-n", site, "-batch", "-"], stdin="\n".join(site_cmds) + "\n")
+        run(["ip", "-n", far, "-batch", "-"], stdin="\n".join(far_cmds) + "\n")
 
-        self._sysctl(far, "net.ipv4.icmp_echo_ignore_all", "1")
+        sysctl(far, "net.ipv4.icmp_echo_ignore_all", "1")
         if self._ping_group_range is not None:
-            self._sysctl(site, "net.ipv4.ping_group_range", self._ping_group_range)
+            sysctl(site, "net.ipv4.ping_group_range", self._ping_group_range)
         self._check_isolation()
         self._start_responder()
-
-    @staticmethod
-    def _sysctl(ns: str, key: str, value: str) -> None:
-        path = Path("/proc/sys") / key.replace(".", "/")
-
-        call_in_netns(ns, lambda: path.write_text(value + "\n"))
-        current = call_in_netns(ns, path.read_text).split()
-        if current != value.split():
-            raise TestbedError(f"{ns}: {key} is {current}, wanted {value!r}")
 
     def _check_isolation(self) -> None:
         """Neither namespace may route anywhere else; the root namespace must be untouched."""
         for ns in (self._site_ns, self._far_ns):
-            routes = _run(["ip", "-n", ns, "-4", "route", "show", "default"]).strip()
+            routes = run(["ip", "-n", ns, "-4", "route", "show", "default"]).strip()
             if routes:
                 raise TestbedError(f"{ns} unexpectedly has a default route: {routes}")
-        root = _run(["ip", "-o", "addr", "show"])
+        root = run(["ip", "-o", "addr", "show"])
         for marker in (self.site_interface, self.far_interface, f" {self._prefix}."):
             if marker in root:
                 raise TestbedError(f"test bed leaked {marker.strip()!r} into the root namespace")
 
     def _start_responder(self) -> None:
         assert self._tmpdir is not None
-        stderr_path = self._tmpdir / "responder.stderr"
-        with open(stderr_path, "wb") as stderr:
-            self._responder = subprocess.Popen(
-                ["ip", "netns", "exec", self._far_ns, sys.executable, str(RESPONDER_SCRIPT),
-                 "--control", str(self.control_path), "--seed", str(self._seed),
-                 "--exit-on-stdin-eof"],
-                # Kept open until close(): if this process dies, the responder sees EOF and exits.
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-            )  # fmt: skip
-        proc = self._responder
-        assert proc.stdout is not None
-        deadline = time.monotonic() + self._startup_timeout
-        line = b""
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TestbedError(f"responder not ready after {self._startup_timeout}s")
-            ready, _, _ = select.select([proc.stdout], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(proc.stdout.fileno(), 1)
-            if not chunk:
-                proc.wait(1)
-                raise TestbedError(
-                    f"responder exited with {proc.returncode}: "
-                    f"{stderr_path.read_text(errors='replace').strip()}"
-                )
-            line += chunk
-        if line.strip() != b"ready":
-            raise TestbedError(f"unexpected responder output: {line!r}")
+        self._responder = start_responder(
+            self._far_ns,
+            self.control_path,
+            self._tmpdir / "responder.stderr",
+            seed=self._seed,
+            timeout=self._startup_timeout,
+        )
 
     def close(self) -> None:
         """Stop every process started here and delete the namespaces and the temp dir."""
@@ -592,7 +637,7 @@ class Testbed:
         try:
             for child in [*self._children, *([self._responder] if self._responder else [])]:
                 try:
-                    _terminate(child, grace=3.0)
+                    terminate(child, grace=3.0)
                 except Exception as exc:
                     errors.append(f"stopping pid {child.pid}: {exc}")
         finally:
@@ -610,22 +655,7 @@ class Testbed:
 
     def command(self, request: Mapping[str, Any], timeout: float = 5.0) -> dict[str, Any]:
         """Send one control command to the responder and return its (successful) answer."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(self.control_path))
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise ResponderError(f"responder closed the connection: {data!r}")
-                data += chunk
-        answer = json.loads(data)
-        if not isinstance(answer, dict):
-            raise ResponderError(f"malformed answer: {answer!r}")
-        if not answer.get("ok"):
-            raise ResponderError(str(answer.get("error", answer)))
-        return answer
+        return responder_command(self.control_path, request, timeout)
 
     def set(
         self,
@@ -765,11 +795,11 @@ class Testbed:
                 "",
             ]
         )
-        _run(["ip", "netns", "exec", self._far_ns, "nft", "-f", "-"], stdin=ruleset)
+        run(["ip", "netns", "exec", self._far_ns, "nft", "-f", "-"], stdin=ruleset)
 
     def nft_ruleset(self) -> str:
         """The far namespace's nftables ruleset (for diagnostics)."""
-        return _run(["ip", "netns", "exec", self._far_ns, "nft", "list", "ruleset"])
+        return run(["ip", "netns", "exec", self._far_ns, "nft", "list", "ruleset"])
 
 
 def _close_all(testbeds: Iterable[Testbed]) -> None:

@@ -3,7 +3,7 @@
 Run inside a network namespace whose kernel echo replies are disabled
 (``net.ipv4.icmp_echo_ignore_all=1``)::
 
-    python icmp_responder.py --control /tmp/x/ctl.sock [--seed N] [--exit-on-stdin-eof]
+    python responder.py --control /tmp/x/ctl.sock [--seed N] [--exit-on-stdin-eof]
 
 It answers every ICMP echo request addressed to the namespace with an echo reply whose IPv4
 source is the address that was pinged. Replies are scheduled at
@@ -276,7 +276,7 @@ class Responder:
             try:
                 self.raw.sendto(packet, (source, 0))
             except OSError as exc:
-                print(f"icmp_responder: send to {source} failed: {exc}", file=sys.stderr)
+                print(f"responder: send to {source} failed: {exc}", file=sys.stderr)
                 continue
             pinged = socket.inet_ntoa(packet[12:16])
             self.replied[pinged] = self.replied.get(pinged, 0) + 1
@@ -290,7 +290,7 @@ class Responder:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                print(f"icmp_responder: accept failed: {exc}", file=sys.stderr)
+                print(f"responder: accept failed: {exc}", file=sys.stderr)
                 return
             conn.setblocking(False)
             self.connections[conn.fileno()] = _Connection(conn)
@@ -412,7 +412,7 @@ class Responder:
         except OSError:
             data = b""
         if not data:
-            print("icmp_responder: parent pipe closed, exiting", file=sys.stderr)
+            print("responder: parent pipe closed, exiting", file=sys.stderr)
             self.watch_fd = None
             self.stopping = True
 

@@ -25,7 +25,7 @@ READS = ("io.BufferedReader.read", "io.TextIOWrapper.read", "os.read", "os.listd
 
 # The test bed opens an agent's ICMP socket inside a network namespace from a thread of
 # its own (setns changes the calling thread), and waits for it: a harness detail.
-TEST_BED = ("tests/support/netns.py", {"call_in_netns"})
+TEST_BED = ("demo/netns.py", {"call_in_netns"})
 LOCKS = ("threading.Lock.acquire", "threading.Lock.acquire_lock")
 
 

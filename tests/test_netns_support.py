@@ -18,10 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import fixtures as support_fixtures
-from tests.support import netns as support_netns
-from tests.support.icmp_responder import checksum
-from tests.support.netns import (
+from demo import netns as support_netns
+from demo.netns import (
     ResponderError,
     Testbed,
     TestbedError,
@@ -31,6 +29,8 @@ from tests.support.netns import (
     http_post,
     list_netns,
 )
+from demo.responder import checksum
+from tests.support import fixtures as support_fixtures
 
 pytestmark = support_fixtures.requires_netns
 

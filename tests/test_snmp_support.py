@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from demo.netns import Testbed
 from tests.support import fixtures as support_fixtures
-from tests.support.netns import Testbed
 from tests.support.snmp import (
     DEFAULT_V3_USER,
     RECORDINGS,

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from demo.netns import Testbed, http_get
 from tests.agent_process import AgentProcess, free_port
 from tests.metrics_util import wait_until
 from tests.support.fixtures import requires_netns
-from tests.support.netns import Testbed, http_get
 
 pytestmark = requires_netns
 

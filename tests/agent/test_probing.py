@@ -1,5 +1,5 @@
 """Probing against real ICMP: an echo responder in a network namespace whose delay,
-jitter, loss and outages the test controls (tests/support/netns.py)."""
+jitter, loss and outages the test controls (demo/netns.py)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from pytest_aiohttp import AiohttpClient
 from agent.app import Agent, make_app
 from agent.config import load_config
 from agent.probes.icmp import IcmpPinger
+from demo.netns import Testbed
 from tests.metrics_util import Scrape, eventually, parse
 from tests.support.fixtures import requires_netns
-from tests.support.netns import Testbed
 
 pytestmark = requires_netns
 

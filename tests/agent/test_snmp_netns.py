@@ -9,13 +9,13 @@ import textwrap
 import time
 from pathlib import Path
 
+from demo.netns import Testbed
 from kipu.remote_write.codec import decode
 from kipu.spool import Spool
 from tests.agent.test_netns_process import site_agent
 from tests.agent_process import AgentProcess, free_port, loopback_get
 from tests.metrics_util import wait_until
 from tests.support.fixtures import requires_netns, requires_snmpsim
-from tests.support.netns import Testbed
 from tests.support.receiver import Receiver
 from tests.support.snmp import SnmpSim, parse_snmprec
 

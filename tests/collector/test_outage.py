@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from demo.netns import Testbed, http_get
 from tests.agent_process import AgentProcess
 from tests.collector_process import ROOT, issue_token, write_collector
 from tests.metrics_util import Scrape, parse, wait_until
 from tests.support.fixtures import requires_netns, requires_prometheus
-from tests.support.netns import Testbed, http_get
 from tests.support.prometheus import PROMETHEUS
 
 pytestmark = [requires_netns, requires_prometheus]

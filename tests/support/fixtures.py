@@ -16,7 +16,8 @@ from typing import NoReturn
 
 import pytest
 
-from .netns import Testbed, netns_unavailable_reason
+from demo.netns import Testbed, netns_unavailable_reason
+
 from .prometheus import prometheus_missing
 from .snmp import (
     DEFAULT_V3_USER,

@@ -33,7 +33,6 @@ import os
 import re
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
+
+from demo.netns import terminate
 
 __all__ = [
     "DEFAULT_V3_USER",
@@ -122,7 +123,7 @@ def _snmpd_binary() -> str | None:
 def _in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     if netns is None:
         return fn()
-    from .netns import call_in_netns  # noqa: PLC0415 (the namespace helpers need root)
+    from demo.netns import call_in_netns  # noqa: PLC0415 (the namespace helpers need root)
 
     return call_in_netns(netns, fn)
 
@@ -426,22 +427,6 @@ def copy_recordings(dest: Path, names: Iterable[str] | None = None) -> Path:
 # ----------------------------------------------------------------- processes
 
 
-def _terminate(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """Stop one process we started, by its PID: SIGTERM, then SIGKILL."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(grace)
-    if proc.stdin is not None:
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
-
-
 class _Responder:
     """Shared lifecycle: start a program, wait for a real SNMP answer, stop it by PID."""
 
@@ -584,7 +569,7 @@ class _Responder:
     def stop(self) -> None:
         """Stop the program (by PID); it can be started again."""
         if self._proc is not None:
-            _terminate(self._proc)
+            terminate(self._proc, grace=5.0)
             self._proc = None
 
     def restart(self) -> None:
