@@ -30,8 +30,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--web.listen-address",
         dest="listen",
+        action="append",
         metavar="HOST:PORT",
-        help="overrides `listen` of the configuration",
+        help="overrides `listen` of the configuration (repeat it to listen on several)",
     )
     p.add_argument(
         "--log.level",
@@ -75,9 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"kipu-agent: invalid configuration:\n{err}", file=sys.stderr)
         return 1
-    if args.listen is not None and (why := listen_problem(args.listen)):
-        print(f"kipu-agent: --web.listen-address: {why}", file=sys.stderr)
-        return 1
+    for listen in args.listen or []:
+        if why := listen_problem(listen):
+            print(f"kipu-agent: --web.listen-address: {why}", file=sys.stderr)
+            return 1
     if args.check_config:
         print(
             f"{args.config_file}: OK, site {config.site_id}, {len(config.probes.targets)} targets"

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -32,13 +32,14 @@ LISTEN_BACKLOG = 4096
 
 async def serve_app(
     app: web.Application,
-    listen: str,
+    listen: str | Sequence[str],
     reload: Callable[[], Awaitable[object]],
     *,
     ssl_context: ssl.SSLContext | None = None,
     failed: asyncio.Event | None = None,
 ) -> bool:
-    """Run `app` on `listen` until a stop signal, or until `failed` is set (then True).
+    """Run `app` on `listen` (one address or several) until a stop signal, or until
+    `failed` is set (then True).
 
     Starting the app runs its `cleanup_ctx` (the program's own start); OSError names the
     address when it cannot listen.
@@ -63,15 +64,16 @@ async def serve_app(
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         try:
-            host, port = split_host_port(listen)
-            site = web.TCPSite(
-                runner, host or None, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG
-            )
-            try:
-                await site.start()
-            except OSError as err:
-                raise OSError(f"cannot listen on {listen}: {err.strerror or err}") from err
-            log.info("listening on %s://%s", "https" if ssl_context else "http", listen)
+            for address in [listen] if isinstance(listen, str) else listen:
+                host, port = split_host_port(address)
+                site = web.TCPSite(
+                    runner, host or None, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG
+                )
+                try:
+                    await site.start()
+                except OSError as err:
+                    raise OSError(f"cannot listen on {address}: {err.strerror or err}") from err
+                log.info("listening on %s://%s", "https" if ssl_context else "http", address)
             started = True
             waiters = [asyncio.ensure_future(stop.wait())]
             if failed is not None:

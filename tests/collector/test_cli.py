@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from kipu.version import __version__
+from tests.agent_process import free_port, loopback_get
 from tests.collector.pushing import gauge_body, post_write
 from tests.collector_process import (
     SITES,
@@ -240,6 +241,21 @@ def test_the_listen_address_in_use_exits_2(tmp_path: Path) -> None:
     last = collector.log().splitlines()[-1]
     assert last.startswith(f"kipu-collector: cannot listen on 127.0.0.1:{port}: "), last
     assert last.lower().endswith("address already in use"), last
+
+
+def test_several_listen_addresses_serve_the_same_collector(tmp_path: Path) -> None:
+    config = write_collector(tmp_path)
+    other = free_port()
+    extra = [f"--web.listen-address=127.0.0.2:{other}"]
+    token = issue_token(config, "jun-0001")
+    with CollectorProcess(config, tmp_path / "collector.log", extra_args=extra) as collector:
+        assert (
+            post_write(f"http://127.0.0.2:{other}/api/v1/write", token, gauge_body("x"))[0] == 204
+        )
+        status, body = loopback_get("127.0.0.1", collector.port, "/api/v1/sites/jun-0001")
+        assert status == 200, body
+        assert json.loads(body)["state"] == "reporting"
+    assert f"listening on http://127.0.0.2:{other}" in collector.log()
 
 
 def test_a_state_folder_in_use_exits_2(tmp_path: Path) -> None:
