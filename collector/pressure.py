@@ -18,7 +18,9 @@ Lag and load are looked at every 50 ms, and a storm's first second brings hundre
 backlog pushes: all would pass the gate before it closes, and their decoding, a few
 milliseconds each, would stop the loop for seconds. So backlog pushes are also let in
 only while fewer than 64 are under way (being read, waiting or worked on), and only
-two at a time are decoded and stored; the others wait their turn with their body read.
+one at a time is decoded and stored; the others wait their turn with their body read.
+(Two at a time gave no more backlog throughput in the load benchmark, and a worse live
+p99 during the storm: BENCHMARKS.md.)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ SMOOTHING = 0.3  # weight of the newest lag in the moving average
 BUSY_LAG = 0.02  # seconds of average lag beyond which backlog is put off
 BUSY_LOAD = 0.7  # share of the CPU used, beyond which the same
 BACKLOG_HELD = 64  # backlog pushes under way at most
-BACKLOG_WORKING = 2  # of which decoded and stored at once
+BACKLOG_WORKING = 1  # of which decoded and stored at once
 RETRY_AFTER = (2.0, 10.0)  # seconds, spread so that refused sites do not return together
 
 

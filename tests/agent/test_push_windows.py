@@ -125,11 +125,15 @@ def test_without_an_out_of_order_window_the_backlog_is_refused_and_counted(
 def test_a_window_shorter_than_the_outage_takes_what_fits(tmp_path: Path) -> None:
     result = outage(tmp_path, "4s", seconds=10)
     runs = missing_runs([v for _, v in result.stored])
-    # Only the oldest part of the outage is missing: its last 4 s before the receiver
-    # came back arrived, out of order but within the window.
+    # Only the oldest part of the outage is missing: its end arrived, out of order but
+    # within the window. The window counts back from the newest sample Prometheus holds,
+    # which moves on with every live push while the refused part of the backlog is split
+    # and refused snapshot by snapshot: how much of the outage's last 4 s still fits
+    # depends on how soon the backlog follows (all but a second of it on an idle
+    # machine, less on a busy one), never more than the window.
     assert len(runs) == 1, runs
     gap = runs[0]
     assert len(gap) >= 5 / INTERVAL
     first_after = min(t for t, v in result.stored if v >= gap.stop)
-    assert result.back_at - 4.5 <= first_after <= result.back_at - 1.5, first_after - result.back_at
+    assert result.back_at - 4.5 <= first_after <= result.back_at - 0.2, first_after - result.back_at
     assert result.rejected_samples == len(gap) * result.per_snapshot
