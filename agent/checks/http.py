@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import socket
 import ssl
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -27,6 +28,7 @@ from kipu.version import __version__
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
+CLOSE_GRACE = 1.0  # seconds a run waits for its connections to finish closing
 """The most of a body read (and searched for `body`); the rest is not downloaded."""
 USER_AGENT = f"kipu-agent/{__version__} (application check)"
 
@@ -147,10 +149,30 @@ class HttpProber:
         return CheckResult(result, timer.close(), detail, run.tls_expiry)
 
     async def _get(self, context: ssl.SSLContext, run: _Run) -> tuple[Result, str]:
+        # The run's sockets, so that it ends only once they are closed: a connection
+        # closes over a few turns of the loop, and a run that timed out would otherwise
+        # leave it to whoever runs the loop next (or to the garbage collector).
+        sockets: list[socket.socket] = []
+
+        def make_socket(addr_info: Any) -> socket.socket:
+            family, kind, proto = addr_info[0], addr_info[1], addr_info[2]
+            sock = socket.socket(family=family, type=kind, proto=proto)
+            sockets.append(sock)
+            return sock
+
+        try:
+            return await self._session_get(context, run, make_socket)
+        finally:
+            await _closed(sockets)
+
+    async def _session_get(
+        self, context: ssl.SSLContext, run: _Run, make_socket: Any
+    ) -> tuple[Result, str]:
         timer = run.timer
         connector = aiohttp.TCPConnector(
-            ssl=context, use_dns_cache=False, force_close=True, limit=1
-        )
+            ssl=context, use_dns_cache=False, force_close=True, limit=1,
+            socket_factory=make_socket,
+        )  # fmt: skip
         async with aiohttp.ClientSession(
             connector=connector,
             trace_configs=[_trace_config(timer)],
@@ -173,6 +195,20 @@ class HttpProber:
         if self.spec.body is not None and self.spec.body.encode() not in body:
             return "body", f"{self.spec.body!r} is not in the first {len(body)} bytes of the body"
         return "ok", f"HTTP {status}"
+
+
+async def _closed(sockets: list[socket.socket]) -> None:
+    """Wait (at most CLOSE_GRACE) until every socket is closed; shielded, so that a run
+    cancelled by its timeout still waits."""
+
+    async def wait() -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_GRACE
+        # A socket's close has no event to wait on: look every 5 ms, for a second at most.
+        while any(s.fileno() != -1 for s in sockets) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+    await asyncio.shield(wait())
 
 
 async def _read_body(content: aiohttp.StreamReader) -> bytes:
