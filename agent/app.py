@@ -19,6 +19,7 @@ from agent.probes.icmp import IcmpPinger
 from agent.snapshots import AgentSnapshot
 from agent.state import OfflineGap, SavedState, StateStore, read_boot_time
 from agent.targets import TargetProber
+from agent.throughput import ThroughputTester, results_json
 from kipu.clock import ClockJudge, Clocks
 from kipu.config import ConfigError
 from kipu.service import serve_app
@@ -65,6 +66,7 @@ class Agent:
         self.prober = TargetProber(self.pinger, self.link, self.clocks)
         self.devices: DevicePoller | None = None  # created when SNMP or WiFi is configured
         self.checks = CheckRunner()
+        self.throughput = ThroughputTester(config.state_dir)
         self.registry = metrics.make_registry(self.snapshot)
         self.pusher: Pusher | None = None
         if config.push is not None:
@@ -100,6 +102,7 @@ class Agent:
             local_wifi=local,
             push=self.pusher.snapshot_state() if self.pusher is not None else None,
             checks=self.checks.snapshot(),
+            throughput=self.throughput.snapshot(),
         )
 
     async def start(self) -> None:
@@ -117,6 +120,8 @@ class Agent:
             self.prober.configure(self.config)
             await self._configure_devices(self.config)
             self.checks.configure(self.config.checks)
+            await self.throughput.open()
+            self.throughput.configure(self.config.throughput, self.config.push)
             await self.save_state()
         except BaseException:
             self.store.close()
@@ -148,6 +153,7 @@ class Agent:
             group.create_task(supervised("heartbeat", self._heartbeat))
             # The checks' runner follows reloads by itself (see `apply`).
             group.create_task(supervised("application checks", self.checks.run))
+            group.create_task(supervised("throughput tests", self.throughput.run))
             if self.pusher is not None:
                 group.create_task(supervised("push", self.pusher.run))
 
@@ -231,6 +237,7 @@ class Agent:
         self.prober.configure(new)
         await self._configure_devices(new)
         self.checks.configure(new.checks)
+        self.throughput.configure(new.throughput, new.push)
         if self._group is not None and self._prober_task is not None:
             self._prober_task.cancel()
             self._prober_task = self._group.create_task(supervised("probing", self.prober.run))
@@ -307,6 +314,16 @@ async def _reload(request: web.Request) -> web.Response:
     return web.Response(text="configuration reloaded\n")
 
 
+async def _throughput(request: web.Request) -> web.Response:
+    tester = request.app[AGENT].throughput
+    if not tester.configured:
+        return web.json_response({"error": "throughput tests are not configured"}, status=503)
+    if tester.lock.locked():
+        return web.json_response({"error": "a throughput test is running"}, status=409)
+    results = await tester.run_now()
+    return web.json_response(results_json(results))
+
+
 async def _index(request: web.Request) -> web.Response:
     agent = request.app[AGENT]
     return web.Response(
@@ -340,6 +357,7 @@ def make_app(agent: Agent) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_post("/-/reload", _reload)
+    app.router.add_post("/-/throughput", _throughput)
     app.cleanup_ctx.append(_agent_lifecycle)
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,6 +324,63 @@ class Check(Validated):
             )
 
 
+WINDOW_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-4]):[0-5][0-9]$"
+
+
+def window_minutes(text: str) -> tuple[int, int]:
+    """The start and end of a ``HH:MM-HH:MM`` window, in minutes after midnight."""
+    start, end = text.split("-")
+    return int(start[:2]) * 60 + int(start[3:]), int(end[:2]) * 60 + int(end[3:])
+
+
+@dataclass(frozen=True)
+class Throughput(Validated):
+    """Throughput tests against the collector's speed test, within a data budget."""
+
+    windows: tuple[str, ...] = setting(
+        ("02:00-05:00", "13:00-14:00"),
+        doc="HH:MM-HH:MM windows, in the agent's local time, where the runs fall at random.",
+    )
+    runs_per_day: int = setting(2, doc="Scheduled runs a day (0: on request only).", minimum=0)
+    max_bytes_per_test: Size = setting(
+        50 * 1024**2, doc="Cap of one direction's test (it grows up to this).", minimum=64 * 1024
+    )
+    max_bytes_per_day: Size = setting(
+        200 * 1024**2, doc="Data budget of a calendar day (local time).", minimum=0
+    )
+    max_bytes_per_month: Size = setting(
+        2 * 1024**3, doc="Data budget of a calendar month (local time).", minimum=0
+    )
+    streams: int = setting(4, doc="Parallel TCP streams.", minimum=1, maximum=8)
+    first_bytes: Size = setting(
+        256 * 1024,
+        doc="Size of the first step, all streams together (then doubled).",
+        minimum=4096,
+    )
+    timeout: Duration = setting(120.0, doc="Deadline of one direction's test.", minimum=1.0)
+    url: str | None = setting(
+        None,
+        doc="The speed test's base URL; by default the push URL's scheme, host and port.",
+        check=url_problem,
+    )
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        for window in self.windows:
+            if not re.match(WINDOW_PATTERN, window):
+                yield "windows", f"{window!r} is not HH:MM-HH:MM"
+                continue
+            start, end = window_minutes(window)
+            if end <= start:
+                yield (
+                    "windows",
+                    f"{window!r} ends before it starts: split a window across midnight in two",
+                )
+        if self.runs_per_day and not self.windows:
+            yield "windows", "scheduled runs need at least one window"
+        if self.first_bytes > self.max_bytes_per_test:
+            yield "first_bytes", "is larger than max_bytes_per_test"
+
+
 @dataclass(frozen=True)
 class AgentConfig(Validated):
     """kipu-agent configuration."""
@@ -348,8 +406,13 @@ class AgentConfig(Validated):
     checks: tuple[Check, ...] = setting(
         default_factory=tuple, doc="Application checks (HTTP, DNS, TCP).", unique="name"
     )
+    throughput: Throughput | None = setting(
+        None, doc="Throughput tests against the collector (needs push for the token)."
+    )
 
     def problems(self) -> Iterator[tuple[str, str]]:
+        if self.throughput is not None and self.push is None:
+            yield "throughput", "throughput tests need push: they use its token and collector"
         if not self.probes.targets:
             yield "probes", "list at least one target in probes.targets: the link is judged by them"
         if isinstance(self.link.up_when, tuple):

@@ -28,6 +28,7 @@ from agent.snapshots import (
     LocalWifiSnapshot,
     PushSnapshot,
     TargetSnapshot,
+    ThroughputSnapshot,
 )
 
 TARGET_LABELS = ["target", "role"]
@@ -58,6 +59,8 @@ class AgentCollector:
             yield from _push_families(snap.push)
         if snap.checks:
             yield from _check_families(snap.checks)
+        if snap.throughput is not None:
+            yield from _throughput_families(snap.throughput)
         if snap.boot_time is not None:
             yield GaugeMetricFamily(
                 "kipu_host_boot_time_seconds",
@@ -337,6 +340,37 @@ def _check_families(checks: tuple[CheckSnapshot, ...]) -> Iterator[Metric]:
         if check.tls_expiry is not None:
             expiry.add_metric([check.name], check.tls_expiry)
     yield from (success, duration, runs, expiry)
+
+
+def _throughput_families(throughput: ThroughputSnapshot) -> Iterator[Metric]:
+    reading = GaugeMetricFamily(
+        "kipu_throughput_bits_per_second",
+        "Goodput of the last successful throughput test, by direction.",
+        labels=["direction"],
+    )
+    for direction, bits in throughput.bits_per_second:
+        reading.add_metric([direction], bits)
+    runs = CounterMetricFamily(
+        "kipu_throughput_runs",
+        "Throughput tests by direction and result (ok, budget, error, timeout).",
+        labels=["direction", "result"],
+    )
+    for direction, result, count in throughput.runs:
+        runs.add_metric([direction, result], count)
+    spent = CounterMetricFamily(
+        "kipu_throughput_bytes",
+        "Data spent by throughput tests, by direction (kept across restarts).",
+        labels=["direction"],
+    )
+    for direction, count in throughput.bytes_total:
+        spent.add_metric([direction], count)
+    yield from (reading, runs, spent)
+    if throughput.last_run is not None:
+        yield GaugeMetricFamily(
+            "kipu_throughput_last_run_timestamp_seconds",
+            "When the last throughput test ended.",
+            value=throughput.last_run,
+        )
 
 
 def samples(registry: CollectorRegistry) -> list[tuple[dict[str, str], float]]:

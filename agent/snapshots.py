@@ -121,6 +121,19 @@ class CheckSnapshot:
 
 
 @dataclass(frozen=True)
+class ThroughputSnapshot:
+    """The throughput tests: last readings, runs by result, data spent."""
+
+    bits_per_second: tuple[tuple[str, float], ...]
+    """The last successful reading per direction."""
+    runs: tuple[tuple[str, str, int], ...]
+    """(direction, result, count), every pair."""
+    bytes_total: tuple[tuple[str, int], ...]
+    """Bytes spent per direction, since the state folder was made."""
+    last_run: float | None
+
+
+@dataclass(frozen=True)
 class AgentSnapshot:
     version: str
     boot_time: float | None
@@ -130,3 +143,4 @@ class AgentSnapshot:
     local_wifi: LocalWifiSnapshot | None = None
     push: PushSnapshot | None = None
     checks: tuple[CheckSnapshot, ...] = ()
+    throughput: ThroughputSnapshot | None = None

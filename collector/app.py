@@ -44,6 +44,8 @@ from collector.snapshots import (
     History,
     SiteView,
 )
+from collector.speedtest import SPEEDTEST
+from collector.speedtest import install as install_speedtest
 from collector.tls import TlsError, load_certificates, ssl_context
 from collector.web import install as install_web
 from kipu.config import ConfigError
@@ -318,24 +320,25 @@ class Collector:
             headers["Connection"] = "close"
         return web.Response(status=status, text=message + "\n", headers=headers)
 
-    async def _receive(self, request: web.Request) -> web.Response:
+    def authorize(self, request: web.Request) -> Site | tuple[str, str]:
+        """The inventoried site whose token the request bears, or (reason, message)."""
         auth = request.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return self._refuse(
-                401, "unauthorized", "a site token is required (Bearer)", unread=True
-            )
+            return "unauthorized", "a site token is required (Bearer)"
         site_id = self.tokens.site_for(token.strip())
         if site_id is None:
-            return self._refuse(401, "unauthorized", "unknown or revoked token", unread=True)
+            return "unauthorized", "unknown or revoked token"
         site = self.inventory.sites.get(site_id)
         if site is None:
-            return self._refuse(
-                401,
-                "site_not_in_inventory",
-                f"site {site_id} is not in the inventory",
-                unread=True,
-            )
+            return "site_not_in_inventory", f"site {site_id} is not in the inventory"
+        return site
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        site = self.authorize(request)
+        if not isinstance(site, Site):
+            reason, message = site
+            return self._refuse(401, reason, message, unread=True)
         if not _is_backlog(request):
             return await self._take(request, site, contextlib.nullcontext())
         if not self.pressure.let_in():
@@ -550,8 +553,9 @@ async def _metrics(request: web.Request) -> web.Response:
     # The snapshot is taken here, on the event loop that changes what it reads; only
     # turning it into text (and reading /proc for the process figures) goes to a thread.
     snapshot = request.app[COLLECTOR].snapshot()
+    speedtest = request.app[SPEEDTEST].snapshot()
     body, content_type = await asyncio.to_thread(
-        metrics.render, snapshot, request.headers.get("Accept")
+        metrics.render, snapshot, request.headers.get("Accept"), speedtest
     )
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
@@ -595,6 +599,7 @@ def make_app(collector: Collector) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_post("/-/reload", _reload)
     install_web(app, collector)
+    install_speedtest(app, collector.authorize)
     app.cleanup_ctx.append(_lifecycle)
     return app
 

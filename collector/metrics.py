@@ -24,6 +24,8 @@ from collector.inventory import Site
 from collector.liveness import STATES
 from collector.rollup import rollups
 from collector.snapshots import CollectorSnapshot, ForwardSnapshot, Histogram, Rollup
+from collector.speedtest import DIRECTIONS as SPEEDTEST_DIRECTIONS
+from collector.speedtest import SpeedTestSnapshot
 
 Source = Callable[[], CollectorSnapshot]
 SITE_LABELS = ["site_id", "project", "region"]
@@ -100,8 +102,9 @@ def _float(value: float) -> str:
 
 
 def site_lines(snap: CollectorSnapshot) -> str:
-    """`kipu_site_info`, `kipu_site_last_push_timestamp_seconds` and
-    `kipu_site_reporting` in the exposition format (valid in both content types)."""
+    """`kipu_site_info`, `kipu_site_last_push_timestamp_seconds`, `kipu_site_reporting`
+    and `kipu_site_contracted_bits_per_second` in the exposition format (valid in both
+    content types)."""
     info = [
         "# HELP kipu_site_info Every inventoried site, with its inventory fields.",
         "# TYPE kipu_site_info gauge",
@@ -114,14 +117,26 @@ def site_lines(snap: CollectorSnapshot) -> str:
         "# HELP kipu_site_reporting Whether the site pushed within silent_after.",
         "# TYPE kipu_site_reporting gauge",
     ]
+    contracted = [
+        "# HELP kipu_site_contracted_bits_per_second The inventory's contracted speed "
+        "(contracted_down_mbps, contracted_up_mbps), as a number rules can compare with.",
+        "# TYPE kipu_site_contracted_bits_per_second gauge",
+    ]
     for view in snap.sites:
         every, identity = _site_labels(view.site)
         info.append(f"kipu_site_info{every} 1.0")
+        for direction, mbps in (
+            ("download", view.site.contracted_down_mbps),
+            ("upload", view.site.contracted_up_mbps),
+        ):
+            if mbps is not None:
+                labels = identity[:-1] + f',direction="{direction}"}}'
+                contracted.append(f"kipu_site_contracted_bits_per_second{labels} {mbps * 1e6!r}")
         if view.last_push is not None:
             last.append(f"kipu_site_last_push_timestamp_seconds{identity} {_float(view.last_push)}")
         up = "1.0" if view.state == "reporting" else "0.0"
         reporting.append(f"kipu_site_reporting{identity} {up}")
-    return "\n".join([*info, *last, *reporting]) + "\n"
+    return "\n".join([*info, *last, *reporting, *contracted]) + "\n"
 
 
 ROLLUP_LABELS = ["project", "region", "province", "institution_type"]
@@ -303,11 +318,46 @@ def _histogram(name: str, help_text: str, histogram: Histogram) -> Metric:
     return family
 
 
-def render(snapshot: CollectorSnapshot, accept: str | None) -> tuple[bytes, str]:
+class SpeedTestMetrics:
+    """The bytes the speed-test endpoints served, in all and per site."""
+
+    def __init__(self, snapshot: SpeedTestSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        total = CounterMetricFamily(
+            "kipu_collector_speedtest_bytes",
+            "Bytes served by the speed-test endpoints, by direction.",
+            labels=["direction"],
+        )
+        per_site = CounterMetricFamily(
+            "kipu_collector_speedtest_site_bytes",
+            "Bytes served by the speed-test endpoints, by site and direction.",
+            labels=["site_id", "direction"],
+        )
+        sums: Counter[str] = Counter(dict.fromkeys(SPEEDTEST_DIRECTIONS, 0))
+        for (site_id, direction), count in sorted(self.snapshot.bytes_by_site.items()):
+            sums[direction] += count
+            per_site.add_metric([site_id, direction], count)
+        for direction, count in sorted(sums.items()):
+            total.add_metric([direction], count)
+        yield from (total, per_site)
+
+
+def render(
+    snapshot: CollectorSnapshot,
+    accept: str | None,
+    speedtest: SpeedTestSnapshot | None = None,
+) -> tuple[bytes, str]:
     """Encode a snapshot (and the process's own figures) as Prometheus text or
     OpenMetrics, by the Accept header."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CollectorMetrics(lambda: snapshot))
+    if speedtest is not None:
+        registry.register(SpeedTestMetrics(speedtest))
     ProcessCollector(registry=registry)
     encoder, content_type = choose_encoder(accept or "")
     body = encoder(registry)

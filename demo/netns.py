@@ -703,6 +703,16 @@ class Testbed:
     def reset_stats(self) -> None:
         self.command({"cmd": "reset_stats"})
 
+    def shape(self, down: str, up: str) -> None:
+        """Bandwidth with tbf (the kernel has no netem): the far end's egress is the site's
+        download, the site end's its upload; rates as tc writes them (``4mbit``)."""
+        for ns, interface, rate in ((self._far_ns, self.far_interface, down),
+                                    (self._site_ns, self.site_interface, up)):  # fmt: skip
+            run(
+                ["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", interface, "root",
+                 "tbf", "rate", rate, "burst", "64kbit", "latency", "400ms"]
+            )  # fmt: skip
+
     # -- running things in the site namespace
 
     def exec_site(self, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen[Any]:
