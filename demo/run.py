@@ -447,8 +447,13 @@ class Demo:
         cycle = 0
         while not self.stop.is_set() and time.monotonic() < until:
             base = start + cycle * CYCLE * self.pace.scale
+            # The node that fails this cycle; the other incidents happen elsewhere, so
+            # that each is seen on its own (a cut site's backlog is not cut off again).
+            terrestrial = [a for a in self.agents if a.site.access_tech != "satellite"]
+            node = rng.choice(sorted({a.site.upstream_node for a in terrestrial}))
             for kind, at, length in SCENARIO:
-                self._at(base + at * self.pace.scale, self._begin(net, rng, kind, length))
+                begin = self._begin(net, rng, kind, length, node)
+                self._at(base + at * self.pace.scale, begin)
             cycle_end = base + CYCLE * self.pace.scale
             while not self.stop.is_set() and time.monotonic() < min(until, cycle_end):
                 now = time.monotonic()
@@ -466,10 +471,14 @@ class Demo:
         self._at(time.monotonic() + seconds * self.pace.scale, action)
 
     def _begin(
-        self, net: Network, rng: random.Random, kind: str, length: float
+        self, net: Network, rng: random.Random, kind: str, length: float, node: str
     ) -> Callable[[], None]:
         def begin() -> None:
-            agents = [a for a in self.agents if a.site.access_tech != "satellite"]
+            agents = [
+                a
+                for a in self.agents
+                if a.site.access_tech != "satellite" and a.site.upstream_node != node
+            ]
             if kind == "cut":
                 chosen = rng.sample(agents, 2)
                 for a in chosen:
@@ -499,9 +508,7 @@ class Demo:
 
                 self._after(length, power_back)
             elif kind == "node":
-                nodes = sorted({a.site.upstream_node for a in agents})
-                node = rng.choice(nodes)
-                chosen = [a for a in agents if a.site.upstream_node == node]
+                chosen = [a for a in self.agents if a.site.upstream_node == node]
                 for a in chosen:
                     net.cut(a.index)
                 self.say(f"upstream node down: {node} ({len(chosen)} sites)")

@@ -142,7 +142,7 @@ def test_the_demo_shows_a_project_failing_and_recovering(running: RunningDemo) -
         inside = [t for t in stamps if cut["at"] + 2 < t < restored - 2]
         return len(inside) >= 3
 
-    wait_until(backfilled, timeout=60, step=0.5)
+    wait_until(backfilled, timeout=90, step=0.5)
 
     # A power cut: the agent restarted counts the time it was off.
     wait_until(lambda: bool(running.events("power_back")), timeout=60, step=0.5)
