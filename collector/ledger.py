@@ -56,6 +56,7 @@ from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from kipu.fs import replace_file
 from kipu.remote_write.codec import Series, sample_values
 
 log = logging.getLogger(__name__)
@@ -327,10 +328,10 @@ class Ledger:
                 _append(self.directory / f"{month}.journal", chunk)
                 self._tails[month] = self._tails.get(month, 0) + len(chunk)
                 self._appended[month] = taken.now
-            _replace(self.directory / OPEN_FILE, zlib.compress(_payload(taken.open.items()), 1))
+            replace_file(self.directory / OPEN_FILE, zlib.compress(_payload(taken.open.items()), 1))
             if taken.first_seen is not None:
                 data = json.dumps(taken.first_seen, separators=(",", ":")).encode()
-                _replace(self.directory / FIRST_SEEN_FILE, data)
+                replace_file(self.directory / FIRST_SEEN_FILE, data)
             self._expire(taken.now)
             self._compact(taken.now)
             self.saves += 1
@@ -547,17 +548,6 @@ def _append(path: Path, chunk: bytes) -> None:
         os.fdatasync(fd)
     finally:
         os.close(fd)
-
-
-def _replace(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 # -- reading (reports)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Literal
+
+from kipu.fs import replace_file
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +61,8 @@ class Liveness:
         self._dirty = False
         snapshot = dict(self.last_push)
         data = json.dumps({"format": FORMAT, "last_push": snapshot}).encode()
-        tmp = self.path.with_name(f".{LAST_PUSH_FILE}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+            replace_file(self.path, data)
         except OSError as err:
             self._dirty = True
             log.error("cannot save last-push times to %s: %s", self.path, err)

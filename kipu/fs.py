@@ -76,3 +76,21 @@ class FileSystem:
 
 
 LOCAL = FileSystem()
+
+
+def replace_file(path: Path, data: bytes, fs: FileSystem = LOCAL) -> None:
+    """Put `data` at `path` whole or not at all: written beside it, synced, renamed over
+    it, and the rename synced in the folder. OSError from any step."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        fs.write(fd, data)
+        fs.fsync(fd)
+    finally:
+        fs.close(fd)
+    fs.replace(tmp, path)
+    folder = fs.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fs.fsync(folder)
+    finally:
+        fs.close(folder)
