@@ -19,11 +19,12 @@ import datetime
 import fcntl
 import hashlib
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from kipu.fs import replace_file
 
 TOKENS_FILE = "tokens.json"
 LOCK_FILE = "tokens.lock"
@@ -122,19 +123,7 @@ class TokenStore:
     def _write(self, entries: list[TokenEntry]) -> None:
         document = {"format": FORMAT, "tokens": [asdict(e) for e in entries]}
         data = json.dumps(document, indent=1).encode() + b"\n"
-        tmp = self.path.with_name(f".{TOKENS_FILE}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        directory = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        replace_file(self.path, data, mode=0o600)  # token hashes: for the collector only
 
 
 class TokenBook:

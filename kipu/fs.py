@@ -78,11 +78,11 @@ class FileSystem:
 LOCAL = FileSystem()
 
 
-def replace_file(path: Path, data: bytes, fs: FileSystem = LOCAL) -> None:
+def replace_file(path: Path, data: bytes, mode: int = 0o640, fs: FileSystem = LOCAL) -> None:
     """Put `data` at `path` whole or not at all: written beside it, synced, renamed over
     it, and the rename synced in the folder. OSError from any step."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         fs.write(fd, data)
         fs.fsync(fd)
