@@ -412,16 +412,41 @@ def _download(
     return _finish(request, response, seconds)
 
 
+async def _report_request(
+    request: web.Request, allowed: Sequence[str]
+) -> tuple[Scope, dict[str, str]] | web.Response:
+    """The viewer's scope and the report's parameters, with the ledger saved first (the
+    report reads it from disk); or the answer refusing the request."""
+    scope = await _api_scope(request)
+    if isinstance(scope, web.Response):
+        return scope
+    query = _report_query(request, allowed)
+    if isinstance(query, web.Response):
+        return query
+    await request.app[WEB].source.save_ledger()
+    return scope, query
+
+
+async def _build(build: Callable[[], bytes]) -> tuple[bytes, float] | web.Response:
+    """`build` run in a worker thread: its body and the seconds it took, or a 400."""
+    from collector import reports  # noqa: PLC0415 - the reports load on first use
+
+    started = time.perf_counter()
+    try:
+        body = await asyncio.to_thread(build)
+    except reports.ReportError as err:
+        return _json_error(400, str(err))
+    return body, time.perf_counter() - started
+
+
 async def _api_report_sla(request: web.Request) -> web.Response:
     from collector import reports  # noqa: PLC0415 - the reports load on first use
     from collector.reports import render, sla  # noqa: PLC0415
 
-    scope = await _api_scope(request)
-    if isinstance(scope, web.Response):
-        return scope
-    query = _report_query(request, SLA_PARAMETERS)
-    if isinstance(query, web.Response):
-        return query
+    asked = await _report_request(request, SLA_PARAMETERS)
+    if isinstance(asked, web.Response):
+        return asked
+    scope, query = asked
     month, project = query.get("month", ""), query.get("project") or None
     kind = query.get("format", "csv")
     if kind not in reports.FORMATS:
@@ -432,31 +457,27 @@ async def _api_report_sla(request: web.Request) -> web.Response:
     if project is not None and not scope.sees(project):
         return _json_error(400, f"project: no project {project!r} in the inventory")
     source = request.app[WEB].source
-    await source.save_ledger()
     config, inventory, maintenance = source.config, source.inventory, source.maintenance
 
-    def build() -> tuple[bytes, float]:
-        started = time.perf_counter()
+    def build() -> bytes:
         report = reports.sla_report(
             config, inventory, maintenance, month, project=project, allowed=scope.projects
         )
         if kind == "csv":
-            body = sla.to_csv(report.rows).encode()
-        elif kind == "pdf" and len(report.rows) > PDF_MAX_SITES:
+            return sla.to_csv(report.rows).encode()
+        if kind == "pdf" and len(report.rows) > PDF_MAX_SITES:
             raise reports.ReportError(
                 f"format: a PDF of {len(report.rows)} institutions is too large to make "
                 f"here (at most {PDF_MAX_SITES}): ask for one project, or for CSV or HTML "
                 "(the command line makes any size)"
             )
-        else:
-            document = render.html(report, language.code)
-            body = document.encode() if kind == "html" else render.pdf(document)
-        return body, time.perf_counter() - started
+        document = render.html(report, language.code)
+        return document.encode() if kind == "html" else render.pdf(document)
 
-    try:
-        body, seconds = await asyncio.to_thread(build)
-    except reports.ReportError as err:
-        return _json_error(400, str(err))
+    built = await _build(build)
+    if isinstance(built, web.Response):
+        return built
+    body, seconds = built
     name = f"sla-{month}{'-' + project if project else ''}.{kind}"
     content_type = {"csv": "text/csv", "html": "text/html", "pdf": "application/pdf"}[kind]
     response = _download(request, body, content_type, name, seconds)
@@ -469,26 +490,22 @@ async def _api_report_panel(request: web.Request) -> web.Response:
     from collector import reports  # noqa: PLC0415 - the reports load on first use
     from collector.reports import panel  # noqa: PLC0415
 
-    scope = await _api_scope(request)
-    if isinstance(scope, web.Response):
-        return scope
-    query = _report_query(request, PANEL_PARAMETERS)
-    if isinstance(query, web.Response):
-        return query
+    asked = await _report_request(request, PANEL_PARAMETERS)
+    if isinstance(asked, web.Response):
+        return asked
+    scope, query = asked
     source = request.app[WEB].source
-    await source.save_ledger()
     config, inventory, maintenance = source.config, source.inventory, source.maintenance
     first, last = query.get("from", ""), query.get("to", "")
 
-    def build() -> tuple[bytes, float]:
-        started = time.perf_counter()
+    def build() -> bytes:
         cells = reports.panel_report(
             config, inventory, maintenance, first, last, allowed=scope.projects
         )
-        return panel.to_csv(cells).encode(), time.perf_counter() - started
+        return panel.to_csv(cells).encode()
 
-    try:
-        body, seconds = await asyncio.to_thread(build)
-    except reports.ReportError as err:
-        return _json_error(400, str(err))
+    built = await _build(build)
+    if isinstance(built, web.Response):
+        return built
+    body, seconds = built
     return _download(request, body, "text/csv", f"panel-{first}-{last}.csv", seconds)
